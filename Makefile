@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - the end-to-end demo pipeline on local Ray (configs/demo.yaml)
+#   make test   - the whole test suite (fast + slow + cluster), as CI runs it
+# Both create/reuse .venv. GPU users: make demo TORCH_SPEC="torch==2.x.y" (the
+# CUDA build of their choice, e.g. with PIP_INDEX_URL/--extra-index-url set).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.irgpt-installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint bench clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-installs only when pyproject.toml changes (idempotent and quick otherwise).
+$(STAMP): pyproject.toml | $(PY)
+	@if ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo ">> installing torch first: $(TORCH_SPEC)"; \
+		$(PY) -m pip install --quiet $(TORCH_SPEC); \
+	fi
+	@echo ">> installing irgpt[dev] (torch pin repeated so pip keeps it)"
+	$(PY) -m pip install --quiet $(TORCH_SPEC) -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) jobs/pipeline.py --config configs/demo.yaml $(DEMO_ARGS)
+
+# All tests: the default fast suite plus the `slow` and `cluster` markers.
+test: setup
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+# Plain pytest: the fast CPU suite (what developers run between edits).
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check irgpt jobs tests benchmarks
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from irgpt.cli import main
+
+sys.exit(main())

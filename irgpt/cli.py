@@ -1,0 +1,59 @@
+"""The `irgpt` command line: maps command names to plain library functions.
+
+Each subsystem owns a small `cli.py` with `register(subparsers)`, which adds
+its commands and sets `func` on the parsed namespace. Registrar modules must
+stay cheap to import (no torch / ray at import time) so `irgpt --help` is fast;
+the heavy imports happen inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from irgpt.errors import CommandError
+
+# (module path) for every subsystem that adds commands; order = help order.
+_REGISTRARS = [
+    "irgpt.data.cli",
+    "irgpt.scoring.cli",
+    "irgpt.curriculum.cli",
+    "irgpt.train.cli",
+    "irgpt.tune.cli",
+    "irgpt.eval.cli",
+    "irgpt.report.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="irgpt",
+        description="IRGPT curriculum training for infrared VLMs on Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _REGISTRARS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # subsystem not present in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except CommandError as exc:
+        print(f"irgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

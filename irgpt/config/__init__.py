@@ -1,0 +1,80 @@
+"""One typed config tree (`Config`), loaded from YAML with `--set` overrides.
+
+    cfg = load_config("configs/demo.yaml", ["curriculum.m=6"])
+    cfg.curriculum.m            # 6
+    Config.from_dict(cfg.to_dict()) == cfg
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from irgpt.config.loader import ConfigError, config_hash, from_dict, load, parse_override, to_dict
+from irgpt.config.sections import (
+    ActorPoolConfig,
+    ClipWarmupConfig,
+    CurriculumConfig,
+    DataConfig,
+    FeTrainConfig,
+    ImportConfig,
+    Lesson1Config,
+    Lesson2Config,
+    PacingConfig,
+    ScoringConfig,
+    SynthConfig,
+    WeightsConfig,
+)
+from irgpt.config.train_sections import (
+    DeepSpeedConfig,
+    EvalConfig,
+    LoraConfig,
+    RayConfig,
+    RunConfig,
+    StageConfig,
+    TrainConfig,
+    TuneConfig,
+)
+
+
+@dataclass
+class Config:
+    """The whole tree; every YAML under configs/ loads into it."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | None = None) -> Config:
+        return from_dict(cls, data, source)
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.root) / self.run.name
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults) and apply `a.b.c=value` overrides."""
+    return load(Config, path, overrides)
+
+
+__all__ = [
+    "ActorPoolConfig", "ClipWarmupConfig", "Config", "ConfigError", "CurriculumConfig",
+    "DataConfig", "DeepSpeedConfig", "EvalConfig", "FeTrainConfig", "ImportConfig",
+    "Lesson1Config", "Lesson2Config", "LoraConfig", "PacingConfig", "RayConfig", "RunConfig",
+    "ScoringConfig", "StageConfig", "SynthConfig", "TrainConfig", "TuneConfig", "WeightsConfig",
+    "config_hash", "load_config", "parse_override",
+]

@@ -1,0 +1,139 @@
+"""Dataset directories: Parquet shards + `manifest.json` (+ rejects).
+
+Layout of every dataset this project writes:
+
+    DIR/manifest.json            schema version, counts, command, config hash, seed
+    DIR/part-00000.parquet ...   the rows (one schema for all shards)
+    DIR/_rejects/rejects.parquet every input record that was not written, with why
+
+`pandas.read_parquet(DIR)`, `ray.data.read_parquet(DIR)` and DuckDB's
+`read_parquet('DIR/*.parquet')` read the rows as they are: the rejects live
+in a `_`-prefixed folder, which Arrow's dataset discovery skips and a
+non-recursive glob does not reach.
+
+Writes are atomic (temp name, then rename) so a crash never leaves a
+half-written shard or manifest under its final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from irgpt import __version__
+from irgpt.data.schema import REJECTS_SCHEMA, SCHEMA_VERSION
+from irgpt.errors import CommandError
+
+MANIFEST = "manifest.json"
+REJECTS_DIR = "_rejects"
+REJECTS_FILE = "rejects.parquet"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_table(path: str | Path, table: pa.Table) -> None:
+    """Write one Parquet file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def shard_paths(directory: str | Path) -> list[Path]:
+    return sorted(Path(directory).glob("part-*.parquet"))
+
+
+def read_manifest(directory: str | Path) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise CommandError(f"{directory}: not a dataset directory (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{path}: corrupt manifest: {exc}") from exc
+
+
+def read_table(directory: str | Path, columns: list[str] | None = None, filter=None) -> pa.Table:
+    """All rows of a dataset directory as one Arrow table (small data, tests)."""
+    paths = shard_paths(directory)
+    if not paths:
+        raise CommandError(f"{directory}: no part-*.parquet shards")
+    dataset = pds.dataset([str(p) for p in paths], format="parquet")
+    return dataset.to_table(columns=columns, filter=filter)
+
+
+def write_rejects(directory: str | Path, rejects: list[dict] | pa.Table) -> int:
+    """Write the rejects table (possibly empty, so readers can rely on it)."""
+    if isinstance(rejects, pa.Table):
+        table = rejects.cast(REJECTS_SCHEMA)
+    else:
+        rows = [{name: r.get(name) for name in REJECTS_SCHEMA.names} for r in rejects]
+        table = pa.Table.from_pylist(rows, schema=REJECTS_SCHEMA)
+    write_table(Path(directory) / REJECTS_DIR / REJECTS_FILE, table)
+    return table.num_rows
+
+
+def read_rejects(directory: str | Path) -> pa.Table:
+    path = Path(directory) / REJECTS_DIR / REJECTS_FILE
+    if not path.is_file():
+        return REJECTS_SCHEMA.empty_table()
+    return pq.read_table(path)
+
+
+def count_by(values: Iterable) -> dict[str, int]:
+    return dict(sorted(Counter("null" if v is None else str(v) for v in values).items()))
+
+
+def composition(table: pa.Table, columns: Iterable[str] = ("band", "task", "source", "split")) -> dict:
+    """Row counts per value of each column present (for manifests)."""
+    return {c: count_by(table.column(c).to_pylist()) for c in columns if c in table.column_names}
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def base_manifest(kind: str, **fields) -> dict:
+    """Fields every manifest carries (provenance)."""
+    return {
+        "kind": kind,
+        "schema_version": SCHEMA_VERSION,
+        "code_version": __version__,
+        "created_unix": round(time.time(), 3),
+        "command": command_line(),
+        "python": platform.python_version(),
+        **fields,
+    }
+
+
+def write_manifest(directory: str | Path, manifest: dict) -> None:
+    atomic_write_json(Path(directory) / MANIFEST, manifest)

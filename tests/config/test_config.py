@@ -1,0 +1,98 @@
+"""The typed config tree: YAML loading, overrides, errors, dict round-trip."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from irgpt.config import Config, ConfigError, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_YAML = sorted(
+    p
+    for folder in ("configs", "tune_spaces", "cluster")
+    for p in (REPO / folder).rglob("*.yaml")
+)
+
+
+def test_defaults_round_trip_through_dict():
+    cfg = Config()
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert cfg.hash() == Config.from_dict(cfg.to_dict()).hash()
+
+
+def test_demo_yaml_loads_and_round_trips():
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    assert cfg.curriculum.m == 4
+    assert cfg.ray.num_cpus == 2
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("path", [p for p in ALL_YAML if "configs" in p.parts], ids=lambda p: p.name)
+def test_every_run_config_loads(path):
+    load_config(path)
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_yaml_starts_with_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# "), f"{path} must begin with a comment giving its command"
+    list(yaml.safe_load_all(path.read_text()))  # parses
+
+
+def test_overrides_apply_with_yaml_types():
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["curriculum.m=6", "scoring.lesson2.weights.clip=[0.1, 1.9]",
+                                                        "ray.address=null", "curriculum.lam=1"])
+    assert cfg.curriculum.m == 6
+    assert cfg.scoring.lesson2.weights.clip == [0.1, 1.9]
+    assert cfg.ray.address is None
+    assert cfg.curriculum.lam == 1.0 and isinstance(cfg.curriculum.lam, float)
+
+
+def test_unknown_key_names_key_file_and_closest(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("# irgpt x\ncurriculum:\n  mm: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    msg = str(err.value)
+    assert "curriculum.mm" in msg and str(bad) in msg and "'curriculum.m'" in msg
+
+
+def test_unknown_section_suggests_closest(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("curiculum:\n  m: 4\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'curiculum'.*did you mean 'curriculum'"):
+        load_config(bad)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("curriculum:\n  m: four\n")
+    with pytest.raises(ConfigError, match=r"curriculum\.m \(in .*bad\.yaml\): expected an integer, got 'four'"):
+        load_config(bad)
+    bad.write_text("train:\n  use_gpu: 1\n")
+    with pytest.raises(ConfigError, match=r"train\.use_gpu .*expected true/false"):
+        load_config(bad)
+
+
+def test_bad_override_is_reported_against_set():
+    with pytest.raises(ConfigError, match=r"curriculum\.schedule \(in --set curriculum\.schedule=ascnding\).*did you mean 'ascending'"):
+        load_config(None, ["curriculum.schedule=ascnding"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("curriculum.m")
+
+
+def test_validation_in_post_init_is_reported():
+    with pytest.raises(ConfigError, match="curriculum.m must be >= 1"):
+        load_config(None, ["curriculum.m=0"])
+    with pytest.raises(ConfigError, match="at least one of use_l1 / use_l2"):
+        load_config(None, ["curriculum.use_l1=false", "curriculum.use_l2=false"])
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
