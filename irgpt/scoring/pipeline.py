@@ -1,0 +1,181 @@
+"""The Ray Data scoring pipeline shared by both lessons: planned parts, an actor
+pool, committed outputs, resumption after a crash.
+
+How a pass runs:
+1. The driver *plans* parts from the input's Parquet metadata alone: part k is
+   rows [start, stop) of one shard file. The plan depends on the input files
+   and `part_rows` only, never on Ray's block layout or the number of actors.
+2. `ray.data.from_items(parts)` feeds the part descriptors to
+   `map_batches(_PartWorker, concurrency=N, num_cpus/num_gpus=...)`: each actor
+   builds the scorer once, reads its part's rows itself (rows never travel
+   through the driver), scores them and *commits* the part: rejects first,
+   then `part-KKKKK.parquet` under a temp name renamed into place.
+3. A part whose output file exists is done. Re-running the same command after
+   a crash (even `kill -9`) skips done parts, so the pass ends with exactly one
+   row per scored input row. `_state/plan.json` records the plan and a key of
+   the inputs + config; a different key refuses to mix results (use --force).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from irgpt.config import ActorPoolConfig
+from irgpt.data.io import REJECTS_SCHEMA, atomic_write_json, shard_name, shard_paths, write_rejects, write_table
+from irgpt.errors import CommandError
+from irgpt.ray_utils import log0
+
+STATE_DIR = "_state"
+
+
+def plan_parts(input_dir: str | Path, part_rows: int) -> list[dict]:
+    """Deterministic parts of at most `part_rows` rows, from shard metadata."""
+    files = shard_paths(input_dir)
+    if not files:
+        raise CommandError(f"{input_dir}: no part-*.parquet shards to score")
+    parts = []
+    for path in files:
+        n = pq.ParquetFile(path).metadata.num_rows
+        for start in range(0, n, part_rows):
+            parts.append(
+                {"part": len(parts), "file": str(Path(path).resolve()), "start": start, "stop": min(n, start + part_rows)}
+            )
+    return parts
+
+
+def read_part(spec: dict, columns: list[str] | None = None) -> pa.Table:
+    """Rows [start, stop) of one shard, reading only the row groups needed."""
+    pf = pq.ParquetFile(spec["file"])
+    start, stop = spec["start"], spec["stop"]
+    groups, offset, first = [], 0, None
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset + n > start and offset < stop:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    table = pf.read_row_groups(groups, columns=columns)
+    return table.slice(start - first, stop - start)
+
+
+class _PartWorker:
+    """One per actor: builds the scorer once, then scores and commits parts."""
+
+    def __init__(self, scorer_factory, scorer_kwargs: dict, out_dir: str, columns: list[str] | None):
+        self.scorer = scorer_factory(**scorer_kwargs)
+        self.out_dir = Path(out_dir)
+        self.columns = columns
+
+    def __call__(self, batch: dict) -> dict:
+        summaries = {"part": [], "rows_in": [], "rows_out": [], "rejected": [], "seconds": []}
+        for i in range(len(batch["part"])):
+            spec = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
+            t0 = time.perf_counter()
+            table = read_part(spec, self.columns)
+            out, rejects = self.scorer.score(table)
+            _check_accounting(spec, table, out, rejects)
+            part = int(spec["part"])
+            rej_rows = [{**{n: None for n in REJECTS_SCHEMA.names}, "source_file": spec["file"], **r} for r in rejects]
+            write_table(self.out_dir / STATE_DIR / f"rejects-{part:05d}.parquet",
+                        pa.Table.from_pylist(rej_rows, schema=REJECTS_SCHEMA))
+            write_table(self.out_dir / shard_name(part), out)  # the commit point
+            summaries["part"].append(part)
+            summaries["rows_in"].append(table.num_rows)
+            summaries["rows_out"].append(out.num_rows)
+            summaries["rejected"].append(len(rejects))
+            summaries["seconds"].append(time.perf_counter() - t0)
+        return summaries
+
+
+def _check_accounting(spec: dict, table: pa.Table, out: pa.Table, rejects: list[dict]) -> None:
+    """Every row the scorer selected comes back once, as a score or a reject."""
+    ids_out = out.column("sample_id").to_pylist()
+    ids_rej = [r.get("sample_id") for r in rejects]
+    if len(set(ids_out)) != len(ids_out) or set(ids_out) & set(ids_rej):
+        raise RuntimeError(f"part {spec['part']} ({spec['file']}): scorer returned a sample twice")
+    if not set(ids_out) | set(ids_rej) <= set(table.column("sample_id").to_pylist()):
+        raise RuntimeError(f"part {spec['part']}: scorer returned ids that are not in its input")
+
+
+def run_pass(
+    *,
+    name: str,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    scorer_factory,
+    scorer_kwargs: dict,
+    pool: ActorPoolConfig,
+    key: dict,
+    columns: list[str] | None = None,
+    force: bool = False,
+) -> dict:
+    """Score every part of `input_dir` into `out_dir` (resumable). Returns a summary."""
+    import ray
+
+    out_dir = Path(out_dir)
+    parts = plan_parts(input_dir, pool.part_rows)
+    state_path = out_dir / STATE_DIR / "plan.json"
+    plan = {"name": name, "key": key, "parts": [{k: p[k] for k in ("file", "start", "stop")} for p in parts]}
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    if state_path.is_file():
+        previous = json.loads(state_path.read_text())
+        if previous != json.loads(json.dumps(plan, default=str)):
+            raise CommandError(
+                f"{out_dir} holds a '{previous.get('name')}' pass with other inputs or settings; "
+                "use another output directory or --force to recompute"
+            )
+    atomic_write_json(state_path, plan)
+    todo = [p for p in parts if not (out_dir / shard_name(p["part"])).is_file()]
+    done = len(parts) - len(todo)
+    if done:
+        log0(f"[{name}] resuming: {done}/{len(parts)} parts already committed, {len(todo)} to go")
+    t0 = time.perf_counter()
+    rows = 0
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            _PartWorker,
+            fn_constructor_kwargs={
+                "scorer_factory": scorer_factory,
+                "scorer_kwargs": scorer_kwargs,
+                "out_dir": str(out_dir),
+                "columns": columns,
+            },
+            batch_size=1,
+            concurrency=max(1, min(pool.concurrency, len(todo))),
+            num_cpus=pool.num_cpus,
+            num_gpus=pool.num_gpus or None,
+        )
+        for summary in ds.iter_rows():
+            done += 1
+            rows += summary["rows_out"]
+            rate = summary["rows_in"] / max(summary["seconds"], 1e-9)
+            log0(f"[{name}] part {summary['part']:05d} committed: {summary['rows_out']} rows, "
+                 f"{summary['rejected']} rejected, {rate:.0f} rows/s ({done}/{len(parts)})")
+    seconds = time.perf_counter() - t0
+    rejects = merge_rejects(out_dir, len(parts))
+    log0(f"[{name}] finished: {rows} rows scored in {seconds:.1f}s "
+         f"({rows / max(seconds, 1e-9):.0f} rows/s), {len(parts)} parts, {rejects} rejected in total")
+    return {"parts": len(parts), "rows_scored_now": rows, "seconds": seconds, "rejected": rejects}
+
+
+def merge_rejects(out_dir: Path, n_parts: int) -> int:
+    """The per-part rejects as the dataset's `_rejects/rejects.parquet`."""
+    tables = [pq.read_table(p) for p in sorted((out_dir / STATE_DIR).glob("rejects-*.parquet"))]
+    table = pa.concat_tables(tables) if tables else REJECTS_SCHEMA.empty_table()
+    return write_rejects(out_dir, table)
+
+
+def read_scores(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """All committed parts of a pass, in part order."""
+    paths = shard_paths(out_dir)
+    if not paths:
+        return pa.table({})
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])

@@ -1,0 +1,34 @@
+"""Shared fixtures. Ray is started once per test session, on 2 local CPUs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Ray workers import the classes a test hands them (scorers, train loops) by
+# module name; pytest puts each test folder on the driver's sys.path only, so
+# put the folders on PYTHONPATH, which the local Ray's workers inherit.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+_FOLDERS = [root for root, _dirs, files in os.walk(_TESTS) if any(f.endswith(".py") for f in files)]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    _FOLDERS + [os.path.dirname(_TESTS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray (2 CPUs) shared by every test that needs one."""
+    import ray
+
+    from irgpt.config import RayConfig
+    from irgpt.ray_utils import ensure_ray
+
+    ensure_ray(RayConfig(address=None, num_cpus=2))
+    yield ray
+    ray.shutdown()
