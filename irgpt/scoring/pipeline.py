@@ -166,11 +166,15 @@ def run_pass(
     return {"parts": len(parts), "rows_scored_now": rows, "seconds": seconds, "rejected": rejects}
 
 
+def read_rejects_parts(out_dirs: list[Path]) -> pa.Table:
+    """The per-part rejects of one or more passes, in part order."""
+    tables = [pq.read_table(p) for d in out_dirs for p in sorted((Path(d) / STATE_DIR).glob("rejects-*.parquet"))]
+    return pa.concat_tables(tables) if tables else REJECTS_SCHEMA.empty_table()
+
+
 def merge_rejects(out_dir: Path, n_parts: int) -> int:
     """The per-part rejects as the dataset's `_rejects/rejects.parquet`."""
-    tables = [pq.read_table(p) for p in sorted((out_dir / STATE_DIR).glob("rejects-*.parquet"))]
-    table = pa.concat_tables(tables) if tables else REJECTS_SCHEMA.empty_table()
-    return write_rejects(out_dir, table)
+    return write_rejects(out_dir, read_rejects_parts([out_dir]))
 
 
 def read_scores(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:

@@ -1,0 +1,30 @@
+"""Small helpers the subsystems' `cli.py` registrars share."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def lazy(module_name: str, attr: str = "run"):
+    """A `func` that imports `module_name` only when its command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module_name), attr)(args)
+
+    return run
+
+
+def add_module_command(sub, name: str, module_name: str, help_text: str) -> None:
+    """Add command `name` whose module defines `add_arguments(parser)` and `run(args)`."""
+    module = importlib.import_module(module_name)
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    module.add_arguments(parser)
+    parser.set_defaults(func=lazy(module_name))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--config` / `--set` pair every command that reads the config takes."""
+    parser.add_argument("--config", help="YAML config (default: the built-in defaults = demo scale)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set curriculum.m=6 (repeatable)")

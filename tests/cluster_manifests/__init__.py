@@ -1,0 +1,1 @@
+"""Offline checks of the KubeRay manifests under cluster/ (issue 8)."""
