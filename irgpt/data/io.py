@@ -6,10 +6,12 @@ Layout of every dataset this project writes:
     DIR/part-00000.parquet ...   the rows (one schema for all shards)
     DIR/_rejects/rejects.parquet every input record that was not written, with why
 
-`pandas.read_parquet(DIR)`, `ray.data.read_parquet(DIR)` and DuckDB's
-`read_parquet('DIR/*.parquet')` read the rows as they are: the rejects live
-in a `_`-prefixed folder, which Arrow's dataset discovery skips and a
-non-recursive glob does not reach.
+`ray.data.read_parquet(DIR)` and DuckDB's `read_parquet('DIR/*.parquet')` read
+the rows as they are (the rejects live in a `_`-prefixed folder, which Arrow's
+and Ray's discovery skip and a non-recursive glob does not reach). pandas
+(through Arrow) would also try to read `manifest.json` as Parquet, so give it
+the ignore list: `pd.read_parquet(DIR, ignore_prefixes=PANDAS_IGNORE)`, or
+`read_pandas(DIR)`.
 
 Writes are atomic (temp name, then rename) so a crash never leaves a
 half-written shard or manifest under its final name.
@@ -38,6 +40,8 @@ from irgpt.errors import CommandError
 MANIFEST = "manifest.json"
 REJECTS_DIR = "_rejects"
 REJECTS_FILE = "rejects.parquet"
+PANDAS_IGNORE = [MANIFEST, "_", "."]
+"""`ignore_prefixes` for `pandas.read_parquet(DIR, ...)` / `pyarrow.parquet.read_table`."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -89,6 +93,13 @@ def read_table(directory: str | Path, columns: list[str] | None = None, filter=N
         raise CommandError(f"{directory}: no part-*.parquet shards")
     dataset = pds.dataset([str(p) for p in paths], format="parquet")
     return dataset.to_table(columns=columns, filter=filter)
+
+
+def read_pandas(directory: str | Path, columns: list[str] | None = None):
+    """The rows of a dataset directory as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.read_parquet(directory, columns=columns, ignore_prefixes=PANDAS_IGNORE)
 
 
 def write_rejects(directory: str | Path, rejects: list[dict] | pa.Table) -> int:
