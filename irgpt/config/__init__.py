@@ -65,6 +65,11 @@ class Config:
     def run_dir(self) -> Path:
         return Path(self.run.root) / self.run.name
 
+    @property
+    def data_dir(self) -> Path:
+        """`data.dir`, or RUN_DIR/data when it is null."""
+        return Path(self.data.dir) if self.data.dir else self.run_dir / "data"
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults) and apply `a.b.c=value` overrides."""

@@ -72,8 +72,9 @@ class ImportConfig:
 class DataConfig:
     """Where the samples live and how they are made."""
 
-    dir: str = "runs/demo/data"
-    """Dataset directory (Parquet shards + manifest.json)."""
+    dir: str | None = None
+    """Dataset directory (Parquet shards + manifest.json); null = RUN_DIR/data
+    (run.root/run.name/data), where the pipeline's `synth` stage writes."""
     synth: SynthConfig = field(default_factory=SynthConfig)
     importer: ImportConfig = field(default_factory=ImportConfig)
 

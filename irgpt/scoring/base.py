@@ -2,7 +2,7 @@
 
 A scorer is a stateful callable class: Ray Data builds one instance per actor
 (`__init__` loads the model once) and the pipeline (`irgpt.scoring.pipeline`)
-calls `score(table)` on one input part at a time. The pipeline owns reading,
+calls `score(table, part)` on one input part at a time. The pipeline owns reading,
 writing, resumption, rejects and provenance; the scorer owns the maths.
 
 Determinism: a float32 GEMM on the CPU may take another kernel (and another
@@ -36,8 +36,11 @@ class Scorer:
         """Model name, weights hash, estimator... written into the manifest."""
         return {"scorer": self.name}
 
-    def score(self, table: pa.Table) -> tuple[pa.Table, list[dict]]:
+    def score(self, table: pa.Table, part: dict) -> tuple[pa.Table, list[dict]]:
         """Score one part. Returns (rows with `sample_id` first, rejects).
+
+        `part` is the part's plan entry (`part` index, `file`, `start`, `stop`),
+        so a scorer can find what an earlier pass committed for the same part.
 
         Every input row must come back either as an output row or as a reject
         `{"sample_id": ..., "reason": ...}`; the pipeline checks this.

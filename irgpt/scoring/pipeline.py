@@ -78,7 +78,7 @@ class _PartWorker:
             spec = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
             t0 = time.perf_counter()
             table = read_part(spec, self.columns)
-            out, rejects = self.scorer.score(table)
+            out, rejects = self.scorer.score(table, spec)
             _check_accounting(spec, table, out, rejects)
             part = int(spec["part"])
             rej_rows = [{**{n: None for n in REJECTS_SCHEMA.names}, "source_file": spec["file"], **r} for r in rejects]

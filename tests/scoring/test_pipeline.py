@@ -25,7 +25,7 @@ class ByteScorer(Scorer):
     def __init__(self, salt: str = ""):
         self.salt = salt
 
-    def score(self, table):
+    def score(self, table, part):
         ids, values, rejects = [], [], []
         for sid, img in zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist()):
             if img is None:
