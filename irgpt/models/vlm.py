@@ -1,0 +1,295 @@
+"""VLM builders and loaders: the tiny LLaVA-style model, real checkpoints by local path.
+
+Everything here works offline: the tiny model is built from configs (no
+download), real checkpoints load with `local_files_only=True`, and
+`trust_remote_code` is only ever the caller's explicit choice (default off).
+
+What a model needs from the data side is one `VLMInputSpec` (image size,
+mean/std, the image placeholder token and how many copies of it one image
+expands into, the prompt format). `build_tiny_vlm` returns it with the model;
+`load_vlm` reads it back (`irgpt_vlm.json`) or derives it from the config of
+a checkpoint this project did not write.
+
+Infrared images are grayscale: the transform replicates the one channel to
+the 3 channels the vision encoders expect (RGB images stay RGB), then
+normalises each channel with the encoder's fixed mean/std.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from irgpt.errors import CommandError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPEC_FILE = "irgpt_vlm.json"
+ADAPTER_DIR = "adapter"
+
+TINY_PATCH = 8
+TINY_VOCAB_SIZE = 1024
+"""The tokenizer size `train_tokenizer` aims at (dry-run estimates of the tiny model)."""
+
+
+@dataclass(frozen=True)
+class VLMInputSpec:
+    """How samples become model inputs (the collator's contract with the model)."""
+
+    image_size: int
+    """Square side the image is resized to."""
+    num_image_tokens: int
+    """Copies of `image_token` one image expands into: the number of visual
+    features the model scatters into the sequence."""
+    image_token: str
+    """The token whose embeddings the model replaces by visual features."""
+    image_start: str | None = None
+    """Token placed before the image tokens (InternVL `<img>`), or None."""
+    image_end: str | None = None
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+    prompt_format: Literal["irgpt", "chat_template"] = "irgpt"
+    """`irgpt`: `<s>USER: <image>\\n{q} ASSISTANT: {a}</s>` (irgpt/models/tokenizer.py);
+    `chat_template`: the tokenizer's own chat template (real checkpoints)."""
+    family: Literal["llava", "internvl", "internvl_chat"] = "llava"
+    """`internvl_chat` = remote-code InternVL (its forward also takes `image_flags`)."""
+
+    def image_tensor(self, image: Any):
+        """PNG/JPEG bytes or a PIL image -> float tensor [3, S, S], normalised.
+
+        Grayscale (and any non-RGB mode) is converted to RGB, which replicates
+        one channel to three; resized with the bilinear filter the scorers use.
+        """
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from irgpt.data.images import RESIZE_FILTER
+
+        img = Image.open(io.BytesIO(image)) if isinstance(image, (bytes, bytearray, memoryview)) else image
+        img.load()
+        img = img.convert("RGB")
+        if img.size != (self.image_size, self.image_size):
+            img = img.resize((self.image_size, self.image_size), RESIZE_FILTER)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        mean = np.asarray(self.image_mean, dtype=np.float32)
+        std = np.asarray(self.image_std, dtype=np.float32)
+        return torch.from_numpy(((arr - mean) / std).transpose(2, 0, 1).copy())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VLMInputSpec:
+        data = dict(data)
+        for key in ("image_mean", "image_std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, SPEC_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> VLMInputSpec:
+        return cls.from_dict(json.loads(Path(directory, SPEC_FILE).read_text()))
+
+
+@dataclass
+class LoadedVLM:
+    model: Any
+    tokenizer: Any
+    spec: VLMInputSpec
+    path: Path = field(default_factory=Path)
+
+
+# ------------------------------------------------------------ tiny model ----
+def tiny_vlm_config(vocab_size: int, image_token_id: int, pad_token_id: int = 0, bos_token_id: int = 2,
+                    eos_token_id: int = 3, image_size: int = 64):
+    """LlavaConfig: tiny CLIP vision tower + tiny Llama, random init (no download).
+
+    Vision: image `image_size`, patch 8, hidden 64, 2 layers, 3 channels
+    (grayscale IR is replicated to 3). Features: the last layer's patch tokens
+    (`vision_feature_select_strategy="default"` drops CLS), so one image is
+    (image_size / 8)^2 tokens (64 at 64x64). LLM: Llama hidden 128, 2 layers,
+    4 heads.
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    if image_size % TINY_PATCH:
+        raise CommandError(f"tiny VLM image_size must be a multiple of {TINY_PATCH}, got {image_size}")
+    vision = CLIPVisionConfig(image_size=image_size, patch_size=TINY_PATCH, hidden_size=64, intermediate_size=128,
+                              num_hidden_layers=2, num_attention_heads=4, num_channels=3, projection_dim=64)
+    text = LlamaConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
+                       pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+                       tie_word_embeddings=False)
+    num_image_tokens = (image_size // TINY_PATCH) ** 2
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
+                       image_seq_length=num_image_tokens, vision_feature_select_strategy="default",
+                       vision_feature_layer=-1, projector_hidden_act="gelu", tie_word_embeddings=False)
+
+
+def build_tiny_vlm(tokenizer, image_size: int = 64, seed: int = 0):
+    """(model, spec): a random-init `LlavaForConditionalGeneration` sized to `tokenizer`.
+
+    Initialisation is seeded and leaves the global RNG untouched.
+    """
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from irgpt.models.tokenizer import IMAGE
+
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE)
+    if image_id is None or image_id == tokenizer.unk_token_id:
+        raise CommandError(f"tokenizer has no {IMAGE} token (use irgpt.models.tokenizer.train_tokenizer)")
+    config = tiny_vlm_config(len(tokenizer), image_id, tokenizer.pad_token_id or 0,
+                             tokenizer.bos_token_id, tokenizer.eos_token_id, image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    spec = VLMInputSpec(image_size=image_size, num_image_tokens=config.image_seq_length, image_token=IMAGE,
+                        prompt_format="irgpt", family="llava")
+    return model, spec
+
+
+# --------------------------------------------------- specs of checkpoints ----
+def _hw(value) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _token_or_none(tokenizer, token: str) -> str | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return token if tid is not None and tid != tokenizer.unk_token_id else None
+
+
+def _preprocessor_stats(path: Path | None) -> tuple[tuple | None, tuple | None]:
+    if path is None or not (path / "preprocessor_config.json").is_file():
+        return None, None
+    data = json.loads((path / "preprocessor_config.json").read_text())
+    mean, std = data.get("image_mean"), data.get("image_std")
+    return (tuple(mean) if mean else None), (tuple(std) if std else None)
+
+
+def input_spec_for(config, tokenizer, path: str | Path | None = None) -> VLMInputSpec:
+    """Derive the input spec of a checkpoint from its config (and preprocessor_config.json).
+
+    LLaVA family: (image/patch)^2 patch tokens, +1 for a CLS-token encoder
+    (CLIP) with strategy `full`, -1 with `default`. InternVL: the config's
+    `image_seq_length` (pixel shuffle: (448/14)^2 * 0.5^2 = 256), one 448 tile
+    (no dynamic tiling: a Decision, docs/training.md), between `<img>`/`</img>`.
+    """
+    from irgpt.models.tokenizer import CHAT_TEMPLATE
+
+    path = Path(path) if path is not None else None
+    mean, std = _preprocessor_stats(path)
+    fmt = "irgpt" if tokenizer.chat_template in (None, CHAT_TEMPLATE) else "chat_template"
+    model_type = getattr(config, "model_type", "")
+    if model_type == "internvl":
+        vc = config.vision_config
+        return VLMInputSpec(image_size=_hw(vc.image_size), num_image_tokens=int(config.image_seq_length),
+                            image_token=tokenizer.convert_ids_to_tokens(config.image_token_id),
+                            image_start=_token_or_none(tokenizer, "<img>"), image_end=_token_or_none(tokenizer, "</img>"),
+                            image_mean=mean or IMAGENET_MEAN, image_std=std or IMAGENET_STD,
+                            prompt_format=fmt, family="internvl")
+    if model_type == "internvl_chat":  # remote-code InternVL (trust_remote_code)
+        vc = config.vision_config
+        size = _hw(getattr(config, "force_image_size", None) or vc.image_size)
+        n = int((size // _hw(vc.patch_size)) ** 2 * config.downsample_ratio ** 2)
+        return VLMInputSpec(image_size=size, num_image_tokens=n, image_token="<IMG_CONTEXT>",
+                            image_start=_token_or_none(tokenizer, "<img>"), image_end=_token_or_none(tokenizer, "</img>"),
+                            image_mean=mean or IMAGENET_MEAN, image_std=std or IMAGENET_STD,
+                            prompt_format=fmt, family="internvl_chat")
+    vc = getattr(config, "vision_config", None)
+    image_id = getattr(config, "image_token_id", None)
+    if vc is None or image_id is None:
+        raise CommandError(f"unsupported model type {model_type!r}: expected a LLaVA-family or InternVL config")
+    size, patch = _hw(vc.image_size), _hw(vc.patch_size)
+    has_cls = str(getattr(vc, "model_type", "")).startswith("clip")
+    strategy = getattr(config, "vision_feature_select_strategy", "default")
+    n = (size // patch) ** 2 + int(has_cls) - int(strategy == "default")
+    siglip = "siglip" in str(getattr(vc, "model_type", ""))
+    return VLMInputSpec(image_size=size, num_image_tokens=n, image_token=tokenizer.convert_ids_to_tokens(image_id),
+                        image_mean=mean or ((0.5, 0.5, 0.5) if siglip else CLIP_MEAN),
+                        image_std=std or ((0.5, 0.5, 0.5) if siglip else CLIP_STD),
+                        prompt_format=fmt, family="llava")
+
+
+# -------------------------------------------------------- save and load ----
+def is_peft_model(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, PeftModel)
+
+
+def save_vlm(model, tokenizer, out: str | Path, spec: VLMInputSpec | None = None, merge_lora: bool = True) -> Path:
+    """Write model + tokenizer + input spec so `load_vlm(out)` (and `from_pretrained`) reload them.
+
+    A peft (stage 2) model writes its adapter (LoRA + the trained projector,
+    peft's own format) to `out/adapter/`, and, with `merge_lora`, the merged
+    full model to `out/` (made from a copy, so `model` keeps training; a copy
+    costs one model's memory). ZeRO-3 callers must pass gathered weights.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    full = model
+    if is_peft_model(model):
+        model.save_pretrained(out / ADAPTER_DIR)
+        if not merge_lora:
+            tokenizer.save_pretrained(out / ADAPTER_DIR)
+            if spec is not None:
+                spec.save(out / ADAPTER_DIR)
+            return out
+        full = copy.deepcopy(model).merge_and_unload()
+    full.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if spec is None:
+        spec = input_spec_for(full.config, tokenizer, out)
+    spec.save(out)
+    return out
+
+
+def load_vlm(path: str | Path, trust_remote_code: bool = False, dtype=None) -> LoadedVLM:
+    """Load a saved VLM (tiny or a real LLaVA-family / InternVL checkpoint) by local path.
+
+    Never downloads (`local_files_only=True`). `trust_remote_code` runs code
+    shipped in the checkpoint; pass True only when the run config says so
+    (`train.trust_remote_code`). `dtype`: e.g. torch.bfloat16 for GPU runs.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+    from irgpt.models.tokenizer import load_tokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CommandError(f"model directory not found: {path} (set train.model to a local checkpoint directory)")
+    if not (path / "config.json").is_file():
+        raise CommandError(f"{path}: no config.json; not a Hugging Face model directory")
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise CommandError(f"{path}: this checkpoint ships its own model code; set train.trust_remote_code: true "
+                               f"only if you trust it ({exc})") from exc
+        raise CommandError(f"{path}: cannot read config.json: {exc}") from exc
+    kwargs: dict = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    auto_map = getattr(config, "auto_map", None) or {}
+    if auto_map and "AutoModelForImageTextToText" not in auto_map:
+        model = AutoModel.from_pretrained(str(path), **kwargs)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    spec = VLMInputSpec.load(path) if (path / SPEC_FILE).is_file() else input_spec_for(config, tokenizer, path)
+    if spec.family == "internvl_chat":  # the remote model finds its image tokens by this attribute
+        model.img_context_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
+    return LoadedVLM(model=model, tokenizer=tokenizer, spec=spec, path=path)
