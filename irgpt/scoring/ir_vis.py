@@ -90,7 +90,7 @@ class FeatureScorer(Scorer):
         else:
             feats = np.zeros((0, int(self.model.config.hidden_size)), np.float32)
         dim = feats.shape[1]
-        out = table.select(["sample_id", "band", "split"]).take(rows)
+        out = table.select(["sample_id", "band", "split"]).take(pa.array(rows, pa.int64()))
         flat = pa.array(feats.astype(np.float32).ravel(), pa.float32())
         out = out.append_column("feature", pa.FixedSizeListArray.from_arrays(flat, dim))
         return out, rejects
@@ -131,8 +131,7 @@ def _bandwidth(feature_dirs: list[Path], l1) -> tuple[float, int]:
     for d in feature_dirs:
         for p in shard_paths(d):
             t = pq.read_table(p, columns=["sample_id", "feature"])
-            mask = pa.array([s in chosen for s in t.column("sample_id").to_pylist()])
-            parts.append(t.filter(mask))
+            parts.append(t.filter(pc.is_in(t.column("sample_id"), value_set=pa.array(sorted(chosen), pa.string()))))
     sample = pa.concat_tables(parts).sort_by("sample_id")
     x = _as_matrix(sample.column("feature"))
     return mmd.median_bandwidth(x, l1.seed, max(2, x.shape[0])), x.shape[0]
