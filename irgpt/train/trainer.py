@@ -1,0 +1,201 @@
+"""The driver side of training: `irgpt train --stage 1|2|all`.
+
+- The base model is made once on the driver (`RUN/train/base`): for `tiny`, a
+  tokenizer trained on the data's train conversations plus a seeded tiny
+  LLaVA; otherwise `train.model` is a local checkpoint. Every rank loads the
+  same directory, so all ranks start from identical weights.
+- Each stage is one `TorchTrainer(train_loop_per_worker)` with
+  `ScalingConfig(num_workers, use_gpu)`, `RunConfig(storage_path, name,
+  CheckpointConfig(num_to_keep), FailureConfig(max_failures))`.
+- Stage 2 starts from stage 1's final model. `RUN/train/summary.json` holds,
+  per stage, `initial_val_loss`, `final_val_loss`, `steps`, `samples_per_s`,
+  the checkpoint path and the model path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from irgpt.config import Config, config_hash
+from irgpt.data.io import atomic_write_json, read_manifest
+from irgpt.errors import CommandError
+from irgpt.ray_utils import ensure_ray, log0
+from irgpt.train.loop import CLIENT_STATE, train_loop_per_worker
+
+VAL_LIMIT = 512
+"""Validation rows per stage (the first ones by sample_id): a fixed, cheap set."""
+
+
+def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
+    """The stage-1 starting point every rank loads (see module doc)."""
+    if cfg.train.model != "tiny":
+        path = Path(cfg.train.model)
+        if not path.is_dir():
+            raise CommandError(f"train.model: model directory not found: {path}")
+        return path
+    if (out / "config.json").is_file():
+        return out
+    from irgpt.models.tokenizer import corpus_texts, train_tokenizer
+    from irgpt.models.vlm import build_tiny_vlm, save_vlm
+    from irgpt.train.data import read_stage_rows
+
+    rows = [read_stage_rows(data_dir, stage, "train", ["sample_id", "conversations"]) for stage in (1, 2)]
+    conversations = [c for t in rows for c in t.column("conversations").to_pylist()]
+    if not conversations:
+        raise CommandError(f"{data_dir}: no training conversations to build the tokenizer from")
+    tokenizer = train_tokenizer(corpus_texts(conversations))
+    image_size = int(read_manifest(data_dir).get("config", {}).get("image_size", 64))
+    model, spec = build_tiny_vlm(tokenizer, image_size=image_size, seed=cfg.train.seed)
+    save_vlm(model, tokenizer, out, spec)
+    log0(f"[train] tiny VLM built: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+         f"vocabulary {len(tokenizer)}, image {image_size}px -> {out}")
+    return out
+
+
+def iterator_kwargs(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None) -> dict:
+    """The spec `irgpt.train.data.make_iterator` builds the stage's TierIterator from."""
+    stage_cfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
+    common = {"curriculum": cfg.to_dict()["curriculum"], "epochs": stage_cfg.epochs}
+    if stage == 1:
+        if tiers_dir is None:
+            raise CommandError("stage 1 reads the curriculum tiers: pass --tiers DIR (from `irgpt tier`)")
+        return {"source": str(tiers_dir), "kind": "tiers", **common}
+    return {"source": str(data_dir), "kind": "stage2", **common}
+
+
+def latest_checkpoint(storage: Path) -> Path | None:
+    """The newest checkpoint of a run directory that holds our client state."""
+    found = [p.parent for p in storage.rglob(f"{CLIENT_STATE}.rank0")]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, run_dir: Path,
+              init_model: Path, *, fail_at_step: int | None = None, resume: bool = False,
+              callbacks: list | None = None) -> dict:
+    """One stage on Ray Train; returns its summary entry.
+
+    `callbacks` go to the TorchTrainer's RunConfig (Tune passes
+    `TuneReportCallback()` so each report reaches the trial: Train V2 pattern)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from irgpt.train.data import make_iterator
+    from irgpt.train.ds_config import batch_arithmetic
+
+    stage_cfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
+    world = cfg.train.num_workers
+    arith = batch_arithmetic(stage_cfg.global_batch_size, stage_cfg.micro_batch_size, world)
+    it_kwargs = iterator_kwargs(cfg, stage, data_dir, tiers_dir)
+    plan = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps)
+    # Every unit (tier) is padded to a multiple of world x micro x accumulation,
+    # so an epoch is a whole number of optimizer steps on every rank.
+    total = plan.steps_per_epoch // arith.grad_accum_steps * stage_cfg.epochs
+    plan.close()
+    if stage_cfg.max_steps:
+        total = min(total, stage_cfg.max_steps)
+    if total < 1:
+        raise CommandError(f"stage {stage}: no training rows (check the {'tiers' if stage == 1 else 'data'} input)")
+    out_dir = run_dir / f"stage{stage}"
+    storage = Path(cfg.train.storage_path or run_dir / "ray").resolve()
+    log0(f"[train] stage {stage}: {world} workers x micro {arith.micro_batch_size} x accumulation "
+         f"{arith.grad_accum_steps} = global {arith.global_batch_size}; {total} optimizer steps; "
+         f"ZeRO-{cfg.deepspeed.zero_stage}")
+    loop_config = {
+        "cfg": cfg.to_dict(),
+        "stage": stage,
+        "init_model": str(init_model),
+        "iterator": it_kwargs,
+        "grad_accum": arith.grad_accum_steps,
+        "total_steps": total,
+        "out_dir": str(out_dir),
+        "val": {"data_dir": str(data_dir), "limit": VAL_LIMIT},
+        "resume_checkpoint": str(latest_checkpoint(storage / f"stage{stage}") or "") if resume else "",
+        "fail_at_step": fail_at_step,
+        "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
+    }
+    resources = {"CPU": 1, "GPU": cfg.train.gpus_per_worker} if cfg.train.use_gpu else {"CPU": 1}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=cfg.train.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"stage{stage}",
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks or None,
+        ),
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    metrics = result.metrics or {}
+    if "final_val_loss" not in metrics:
+        raise CommandError(f"stage {stage} finished without its final report (see the Ray Train logs above)")
+    samples = metrics["global_step"] * arith.global_batch_size
+    return {
+        "initial_val_loss": metrics["initial_val_loss"],
+        "final_val_loss": metrics["final_val_loss"],
+        "steps": metrics["global_step"],
+        "planned_steps": total,
+        "steps_per_epoch": metrics["steps_per_epoch"],
+        "samples_per_s": samples / seconds,
+        "seconds": round(seconds, 2),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "model": metrics["model"],
+        "metrics": str(out_dir / "metrics.jsonl"),
+        "truncated": metrics.get("num_truncated", 0),
+        "batch": arith.to_dict(),
+    }
+
+
+ARGS_FILE = "train_args.json"
+
+
+def resume(cfg: Config, run_dir: str | Path, stage: str = "all") -> dict:
+    """Continue `run_dir`: finished stages are kept, the others resume from their
+    latest checkpoint (or start, if they never checkpointed)."""
+    run_dir = Path(run_dir)
+    args_path = run_dir / ARGS_FILE
+    if not args_path.is_file():
+        raise CommandError(f"{run_dir}: not a training run directory (no {ARGS_FILE})")
+    args = json.loads(args_path.read_text())
+    return train(cfg, args["stage"], args["data_dir"], args["tiers_dir"], run_dir, resume=True)
+
+
+def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path | None, out_dir: str | Path,
+          *, fail_at_step: int | None = None, resume: bool = False) -> dict:
+    """Run stage 1, stage 2 or both; writes and returns `OUT/summary.json`."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    tiers_dir = Path(tiers_dir) if tiers_dir else None
+    read_manifest(data_dir)
+    ensure_ray(cfg.ray)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / ARGS_FILE, {"stage": stage, "data_dir": str(data_dir.resolve()),
+                                             "tiers_dir": str(tiers_dir.resolve()) if tiers_dir else None})
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary["config_hash"] = config_hash(cfg)
+    stages = {"1": [1], "2": [2], "all": [1, 2]}[stage]
+    base = prepare_base_model(cfg, data_dir, out_dir / "base")
+    for s in stages:
+        done = summary.get(f"stage{s}")
+        if resume and done and done.get("steps") == done.get("planned_steps"):
+            log0(f"[train] stage {s} already finished ({done['steps']} steps): kept")
+            continue
+        if s == 1:
+            init = base
+        else:
+            prev = summary.get("stage1", {}).get("model")
+            if not prev or not Path(prev).is_dir():
+                raise CommandError(f"stage 2 starts from stage 1's model: run --stage 1 first (no model in {out_dir})")
+            init = Path(prev)
+        summary[f"stage{s}"] = run_stage(cfg, s, data_dir, tiers_dir, out_dir, init,
+                                         fail_at_step=fail_at_step, resume=resume)
+        atomic_write_json(summary_path, summary)
+        st = summary[f"stage{s}"]
+        log0(f"[train] stage {s} done: {st['steps']} steps, val loss {st['initial_val_loss']:.4f} -> "
+             f"{st['final_val_loss']:.4f}, {st['samples_per_s']:.1f} samples/s, model {st['model']}")
+    return summary
