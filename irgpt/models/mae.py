@@ -1,0 +1,174 @@
+"""The Lesson 1 feature extractor: a masked autoencoder (transformers ViTMAE).
+
+The paper uses InfMAE re-trained with masking on infrared and visible
+grayscale images (METHOD.md "Lesson 1"); the demo uses a tiny ViTMAE of the
+same shape of computation (`tiny_config`), trained by `irgpt fe-train`
+(`irgpt.models.fe_train`). Images are single-channel: infrared bands and
+`vis_gray` are grayscale already, RGB `vis` images are converted to L
+(`irgpt.data.images.decode_to_array(mode="L")`) before they reach the model.
+
+Features (`extract_features`): the encoder runs with mask ratio 0 and a fixed
+`noise = arange(num_patches)` so ViTMAE's random shuffle is the identity (all
+patches kept, in their original order); the feature is the mean of the
+patch tokens after the encoder's final LayerNorm, excluding the CLS token
+(MAE's own linear-probe recipe uses the average of the patch tokens; the CLS
+token of a pixel-reconstruction model is untrained by the loss). The encoder
+runs in eval mode under `torch.no_grad`, on fixed-size chunks
+(`irgpt.scoring.base.fixed_chunks`), so every row's feature is bit-identical
+whatever batch it arrives in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from irgpt.data.images import RESIZE_FILTER
+from irgpt.errors import CommandError
+from irgpt.scoring.base import DEFAULT_CHUNK, fixed_chunks
+
+TINY = "tiny"
+"""`Lesson1Config.extractor` value for the random-init tiny config."""
+
+TINY_IMAGE_SIZE = 64
+"""Input side of the tiny config (the synthetic data's image size)."""
+
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
+"""Input normalisation: x = (u8 / 255 - 0.5) / 0.5, in [-1, 1]. One channel,
+so ImageNet RGB statistics do not apply; fe-train and scoring share these."""
+
+
+def tiny_config(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75) -> ViTMAEConfig:
+    """The demo's ViTMAE: 64 px, patch 8 (64 patches), 1 channel, 4 x 128 encoder."""
+    return ViTMAEConfig(
+        image_size=image_size,
+        patch_size=8,
+        num_channels=1,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=256,
+        decoder_hidden_size=64,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=128,
+        mask_ratio=mask_ratio,
+        norm_pix_loss=False,
+    )
+
+
+def build_tiny_mae(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75, seed: int = 0) -> ViTMAEForPreTraining:
+    """Random-init tiny ViTMAE; the same seed gives the same weights (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ViTMAEForPreTraining(tiny_config(image_size, mask_ratio))
+    return model.eval()
+
+
+def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0) -> ViTMAEForPreTraining:
+    """`"tiny"` -> `build_tiny_mae(image_size, seed=seed)`; else a local HF ViTMAE directory.
+
+    Directories are read with `local_files_only=True` (nothing is ever
+    downloaded). A saved model keeps its own image size (`extract_features`
+    resizes to it); `image_size` only applies to `"tiny"`. Returned in eval mode.
+    """
+    if path_or_tiny == TINY:
+        return build_tiny_mae(image_size=image_size, seed=seed)
+    path = Path(path_or_tiny)
+    if not (path / "config.json").is_file():
+        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny' and not a model directory (no config.json)")
+    model = ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=True)
+    return model.eval()
+
+
+def _encoder(model):
+    """The ViTMAEModel inside a ViTMAEForPreTraining (or the model itself)."""
+    return getattr(model, "vit", model)
+
+
+@contextlib.contextmanager
+def _feature_mode(model):
+    """Mask ratio 0 and eval mode for the duration; restores both afterwards.
+
+    ViTMAE reads `config.mask_ratio` in `random_masking` at every forward (the
+    config object is shared by the pre-training wrapper and its encoder).
+    """
+    encoder = _encoder(model)
+    old_ratio, was_training = encoder.config.mask_ratio, model.training
+    encoder.config.mask_ratio = 0.0
+    model.eval()
+    try:
+        yield encoder
+    finally:
+        encoder.config.mask_ratio = old_ratio
+        model.train(was_training)
+
+
+def model_image_size(model) -> int:
+    size = _encoder(model).config.image_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def resize_images(images_uint8: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W) uint8 -> (n, size, size) with the project's one resize filter."""
+    a = np.asarray(images_uint8)
+    if a.ndim != 3 or a.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (n, H, W), got {a.dtype} {a.shape}")
+    if a.shape[1:] == (size, size):
+        return a
+    return np.stack([np.asarray(Image.fromarray(im, mode="L").resize((size, size), RESIZE_FILTER)) for im in a])
+
+
+def to_pixel_values(images_uint8: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (n, H, W) -> normalised float32 (n, 1, size, size) (shared with fe-train)."""
+    a = resize_images(images_uint8, size)
+    x = torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).div_(255.0)
+    return x.sub_(PIXEL_MEAN).div_(PIXEL_STD).unsqueeze(1)
+
+
+def identity_noise(batch: int, num_patches: int) -> torch.Tensor:
+    """ViTMAE `noise` whose argsort is the identity: no shuffle, original patch order."""
+    return torch.arange(num_patches, dtype=torch.float32).expand(batch, num_patches)
+
+
+@torch.no_grad()
+def extract_features(model, images_uint8: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+    """Mean-pooled patch-token features, float32 (n, hidden) (see module doc)."""
+    a = np.asarray(images_uint8)
+    if a.ndim != 3 or a.dtype != np.uint8 or a.shape[0] == 0:
+        raise ValueError(f"expected a non-empty uint8 array (n, H, W), got {a.dtype} {a.shape}")
+    pixels = to_pixel_values(a, model_image_size(model))
+    with _feature_mode(model) as encoder:
+        num_patches = encoder.embeddings.patch_embeddings.num_patches
+
+        def fn(piece: torch.Tensor) -> torch.Tensor:
+            out = encoder(pixel_values=piece, noise=identity_noise(piece.shape[0], num_patches))
+            return out.last_hidden_state[:, 1:, :].mean(dim=1)  # drop CLS, mean over patches
+
+        feats = fixed_chunks(fn, pixels, chunk)
+    return feats.to(torch.float32).numpy()
+
+
+def unwrap(model):
+    """The bare model inside a DDP / `prepare_model` wrapper."""
+    return getattr(model, "module", model)
+
+
+def weights_hash(model) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every state-dict tensor in name order; 16 hex."""
+    h = hashlib.sha256()
+    state = unwrap(model).state_dict()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
