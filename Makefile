@@ -33,9 +33,11 @@ setup: $(STAMP)
 demo: setup
 	$(PY) jobs/pipeline.py --config configs/demo.yaml $(DEMO_ARGS)
 
-# All tests: the default fast suite plus the `slow` and `cluster` markers.
+# All tests: the fast suite plus the `slow` markers, then the `cluster` tests
+# in a process of their own (they start and stop a separate Ray head).
 test: setup
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 # Plain pytest: the fast CPU suite (what developers run between edits).
 test-fast: setup

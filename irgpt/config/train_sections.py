@@ -94,6 +94,8 @@ class EvalConfig:
     max_new_tokens: int = 48
     concurrency: int = 1
     num_gpus: float = 0.0
+    limit: int | None = None
+    """Evaluate only the first N benchmark rows by id (smoke runs); null = all."""
 
 
 @dataclass

@@ -233,12 +233,12 @@ def curriculum(ctx: Context) -> str:
                           f"and no tier shards ({ctx.show(exc.path)}).", "notrun")
     if comps:
         out += ctx.figure("5_curriculum_composition", "tier composition", plots.tier_composition, comps)
-    total = sum(number(t.get("size")) or 0 for t in tiers)
+    total = sum(number(t.get("size", t.get("rows"))) or 0 for t in tiers)
     rows = []
     for t in sorted(tiers, key=lambda t: number(t["tier"]) or 0):
         cr = t.get("composite_rank") if isinstance(t.get("composite_rank"), dict) else {}
-        size = number(t.get("size"))
-        rows.append([t["tier"], t.get("size"), f"{100 * size / total:.1f}%" if size is not None and total else "–",
+        size = number(t.get("size", t.get("rows")))
+        rows.append([t["tier"], t.get("size", t.get("rows")), f"{100 * size / total:.1f}%" if size is not None and total else "–",
                      cr.get("min"), cr.get("max")]
                     + [t.get(k) for k in _extra_keys(tiers)])
     out += "<h3>Tiers</h3>" + H.table(["tier", "size", "share", "composite rank min", "composite rank max",
@@ -250,7 +250,7 @@ def curriculum(ctx: Context) -> str:
 
 
 def _extra_keys(tiers: list[dict]) -> list[str]:
-    skip = {"tier", "size", "composition", "composite_rank"}
+    skip = {"tier", "size", "rows", "files", "dir", "composition", "composite_rank"}
     keys = []
     for t in tiers:
         keys += [k for k, v in t.items() if k not in skip and k not in keys and not isinstance(v, (dict, list))]

@@ -167,7 +167,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     from irgpt.curriculum.weights import distributed_medians, eq5_weights
 
     t_start = time.perf_counter()
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
     l2 = cfg.scoring.lesson2
     data_manifest = read_manifest(data_dir)
     ensure_ray(cfg.ray)

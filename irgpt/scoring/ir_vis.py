@@ -201,7 +201,7 @@ def score_ir_vis(
     from irgpt.models.mae import load_extractor, weights_hash
 
     t_start = time.perf_counter()
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
     l1 = cfg.scoring.lesson1
     extractor = extractor or l1.extractor
     visible_data = visible_data or l1.visible_data

@@ -118,7 +118,7 @@ def run_pass(
     """Score every part of `input_dir` into `out_dir` (resumable). Returns a summary."""
     import ray
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # actors do not share the driver's working directory
     parts = plan_parts(input_dir, pool.part_rows)
     state_path = out_dir / STATE_DIR / "plan.json"
     plan = {"name": name, "key": key, "parts": [{k: p[k] for k in ("file", "start", "stop")} for p in parts]}

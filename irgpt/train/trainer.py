@@ -168,8 +168,9 @@ def resume(cfg: Config, run_dir: str | Path, stage: str = "all") -> dict:
 def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path | None, out_dir: str | Path,
           *, fail_at_step: int | None = None, resume: bool = False) -> dict:
     """Run stage 1, stage 2 or both; writes and returns `OUT/summary.json`."""
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    tiers_dir = Path(tiers_dir) if tiers_dir else None
+    # Absolute paths: Ray Train workers do not run in the driver's working directory.
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
+    tiers_dir = Path(tiers_dir).resolve() if tiers_dir else None
     read_manifest(data_dir)
     ensure_ray(cfg.ray)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,233 @@
+"""The end-to-end pipeline: every stage in order under one run directory.
+
+    synth -> fe_train -> score_l1 -> score_l2 -> tier -> train_stage1 ->
+    train_stage2 -> eval -> report
+
+Each stage reads what earlier stages wrote and writes its own outputs under
+`RUN_DIR = run.root/run.name`. `RUN_DIR/run.json` lists every stage with its
+status, outputs, time and a *key*: a hash of the config sections the stage
+depends on and of its input stages' keys. A stage whose outputs exist and
+whose key matches is skipped with a message, so re-running the pipeline
+after a failure resumes at the failed stage (and a stage that failed half way
+resumes its own committed parts / checkpoints); a changed key recomputes that
+stage and everything after it; `--force` recomputes all.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from irgpt import __version__
+from irgpt.config import Config, config_hash
+from irgpt.data.io import atomic_write_json
+from irgpt.errors import CommandError
+from irgpt.ray_utils import ensure_ray, log0
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    inputs: tuple[str, ...]
+    """Stages whose outputs this one reads."""
+    sections: tuple[str, ...]
+    """Dotted config sections that change this stage's result."""
+    outputs: tuple[str, ...]
+    """Paths under RUN_DIR (data: the data directory)."""
+
+
+STAGES = [
+    Stage("synth", (), ("data.synth",), ("data",)),
+    Stage("fe_train", ("synth",), ("scoring.lesson1.extractor", "scoring.lesson1.fe_train"), ("fe",)),
+    Stage("score_l1", ("synth", "fe_train"), ("scoring.lesson1",), ("scores_l1",)),
+    Stage("score_l2", ("synth",), ("scoring.lesson2",), ("scores_l2",)),
+    Stage("tier", ("synth", "score_l1", "score_l2"), ("curriculum",), ("tiers",)),
+    Stage("train_stage1", ("synth", "tier"), ("train", "deepspeed", "curriculum"), ("train/stage1", "train/ray/stage1")),
+    Stage("train_stage2", ("synth", "train_stage1"), ("train", "deepspeed"), ("train/stage2", "train/ray/stage2")),
+    Stage("eval", ("synth", "train_stage1", "train_stage2"), ("eval",), ("eval",)),
+    Stage("report", (), (), ("report",)),
+]
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def _section(cfg_dict: dict, dotted: str):
+    node = cfg_dict
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"irgpt": __version__, "python": platform.python_version()}
+    for pkg in ("ray", "torch", "transformers", "peft", "deepspeed", "open_clip_torch", "pyarrow", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, force: bool = False):
+        self.cfg = cfg
+        self.force = force
+        self.run_dir = cfg.run_dir.resolve()  # workers do not share the driver's cwd
+        self.data_dir = cfg.data_dir.resolve()
+        self.cfg_dict = cfg.to_dict()
+        self.keys: dict[str, str] = {}
+        path = self.run_dir / RUN_FILE
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        self.previous = {s["name"]: s for s in previous.get("stages", [])}
+        self.record = {
+            "name": cfg.run.name, "config": self.cfg_dict, "config_hash": cfg.hash(),
+            "code_version": __version__, "seed": cfg.run.seed, "versions": versions(),
+            "run_dir": str(self.run_dir), "stages": [],
+        }
+
+    # -------------------------------------------------------------- paths --
+    def path(self, output: str) -> Path:
+        return self.data_dir if output == "data" else self.run_dir / output
+
+    def key(self, stage: Stage) -> str:
+        parts = {s: _section(self.cfg_dict, s) for s in stage.sections}
+        parts["inputs"] = {i: self.keys.get(i) for i in stage.inputs}
+        if stage.name == "synth":
+            parts["data_dir"] = str(self.data_dir)
+        return config_hash(parts)
+
+    # ---------------------------------------------------------------- run --
+    def run(self) -> dict:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        wanted = self.cfg.run.stages
+        unknown = [s for s in wanted if s not in BY_NAME]
+        if unknown:
+            raise CommandError(f"run.stages: unknown stage(s) {unknown}; stages are {list(BY_NAME)}")
+        ensure_ray(self.cfg.ray)
+        t_all = time.perf_counter()
+        for stage in STAGES:
+            if stage.name not in wanted:
+                continue
+            self._run_stage(stage)
+        self.record["seconds"] = round(time.perf_counter() - t_all, 2)
+        self._save()
+        log0(f"[pipeline] done in {self.record['seconds']:.0f}s: {self.run_dir / RUN_FILE}")
+        return self.record
+
+    def _run_stage(self, stage: Stage) -> None:
+        key = self.key(stage)
+        self.keys[stage.name] = key
+        prev = self.previous.get(stage.name, {})
+        outputs = [self.path(o) for o in stage.outputs]
+        entry = {"name": stage.name, "key": key, "outputs": [str(p) for p in outputs], "started": time.time()}
+        up_to_date = prev.get("status") == "done" and prev.get("key") == key and all(p.exists() for p in outputs)
+        if up_to_date and not self.force and stage.name != "report":
+            log0(f"[pipeline] {stage.name}: outputs up to date, skipped ({', '.join(entry['outputs'])})")
+            self.record["stages"].append({**prev, "status": "skipped", "skipped_seconds": prev.get("seconds")})
+            self._save()
+            return
+        stale = self.force or (prev.get("key") not in (None, key))
+        if stale:  # outputs of another config (or --force): recompute from scratch
+            for p in outputs:
+                if p.exists():
+                    shutil.rmtree(p)
+        resume = prev.get("key") == key and prev.get("status") in ("failed", "running")
+        log0(f"[pipeline] {stage.name}: running" + (" (resuming)" if resume else ""))
+        entry["status"] = "running"
+        self.record["stages"].append(entry)
+        self._save()
+        t0 = time.perf_counter()
+        try:
+            entry["result"] = getattr(self, f"_do_{stage.name}")(resume)
+            entry["status"] = "done"
+        except BaseException as exc:
+            entry["status"] = "failed"
+            entry["message"] = f"{type(exc).__name__}: {exc}"
+            entry["traceback"] = traceback.format_exc(limit=8)
+            raise
+        finally:
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            self._save()
+        log0(f"[pipeline] {stage.name}: done in {entry['seconds']:.1f}s")
+
+    def _save(self) -> None:
+        atomic_write_json(self.run_dir / RUN_FILE, self.record)
+
+    # ------------------------------------------------------------- stages --
+    def _do_synth(self, resume: bool) -> dict:
+        from irgpt.data.synth import synthesize
+
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        manifest = synthesize(self.cfg.data.synth, self.data_dir)
+        return {"num_rows": manifest.get("num_rows"), "composition": manifest.get("composition")}
+
+    def _do_fe_train(self, resume: bool) -> dict:
+        from irgpt.models.fe_train import fe_train
+
+        report = fe_train(self.cfg, self.data_dir, self.path("fe"))
+        return {k: report.get(k) for k in ("epochs", "seconds", "samples_per_s", "losses")}
+
+    def _do_score_l1(self, resume: bool) -> dict:
+        from irgpt.scoring.ir_vis import score_ir_vis
+
+        m = score_ir_vis(self.cfg, self.data_dir, self.path("scores_l1"), extractor=str(self.path("fe")))
+        return {"rows": m["num_rows"], "rejected": m["rejected"], **m["summary"], "estimator": m["stats"]["estimator"]}
+
+    def _do_score_l2(self, resume: bool) -> dict:
+        from irgpt.scoring.ir_text import score_ir_text
+
+        m = score_ir_text(self.cfg, self.data_dir, self.path("scores_l2"))
+        return {"rows": m["num_rows"], "rejected": m["rejected"], **m["summary"]}
+
+    def _do_tier(self, resume: bool) -> dict:
+        from irgpt.curriculum.tiers import build_tiers
+
+        m = build_tiers(self.data_dir, [self.path("scores_l1"), self.path("scores_l2")], self.path("tiers"),
+                        self.cfg.curriculum, overwrite=True, ray_cfg=self.cfg.ray)
+        return {"tier_sizes": m.get("tier_sizes"), "rows": m.get("rows")}
+
+    def _do_train_stage1(self, resume: bool) -> dict:
+        return self._train("1", resume)
+
+    def _do_train_stage2(self, resume: bool) -> dict:
+        return self._train("2", resume)
+
+    def _train(self, stage: str, resume: bool) -> dict:
+        from irgpt.train.trainer import train
+
+        summary = train(self.cfg, stage, self.data_dir, self.path("tiers"), self.path("train"), resume=resume)
+        s = summary[f"stage{stage}"]
+        return {k: s[k] for k in ("initial_val_loss", "final_val_loss", "steps", "samples_per_s", "model")}
+
+    def _final_model(self) -> Path:
+        summary = json.loads((self.path("train") / "summary.json").read_text())
+        for stage in ("stage2", "stage1"):
+            if stage in summary:
+                return Path(summary[stage]["model"])
+        raise CommandError(f"no trained model in {self.path('train')}")
+
+    def _do_eval(self, resume: bool) -> dict:
+        from irgpt.eval.run import run_benchmark
+
+        report = run_benchmark(self.cfg, self._final_model(), self.cfg.eval.bench_dir or self.data_dir,
+                               self.path("eval"), limit=self.cfg.eval.limit)
+        return {"psum": report.get("psum"), "nsum": report.get("nsum")}
+
+    def _do_report(self, resume: bool) -> dict:
+        from irgpt.report import write_report
+
+        self._save()
+        return {"html": str(write_report(self.run_dir))}
+
+
+def run_pipeline(cfg: Config, force: bool = False) -> dict:
+    return Pipeline(cfg, force=force).run()
