@@ -19,7 +19,7 @@ def run() -> int:
     manifest = build_tiers(args.data or cfg.data_dir, args.scores, args.out, cfg.curriculum,
                            overwrite=True, ray_cfg=cfg.ray)
     for tier in manifest.get("tiers", []):
-        print(f"tier {tier['tier']}: {tier['size']} rows")
+        print(f"tier {tier['tier']}: {tier['rows']} rows")
     return 0
 
 
