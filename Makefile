@@ -46,8 +46,9 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check irgpt jobs tests benchmarks
 
+# Every ratio benchmark; each writes its JSON to benchmarks/results/ (long: tens of minutes).
 bench: setup
-	$(PY) -m benchmarks.run_all
+	@for b in benchmarks/bench_*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)
