@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,10 @@ def free_port() -> int:
 
 @pytest.mark.cluster
 def test_ray_job_submit_runs_the_pipeline(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    # As after `. .venv/bin/activate`: the head (and so the job's `python`) is the venv's.
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
     start = [RAY, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
              "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
@@ -43,8 +46,12 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
                   "--runtime-env-json", json.dumps(runtime_env), "--",
                   "python", "jobs/pipeline.py", "--config", "configs/smoke.yaml",
                   "--set", f"run.root={tmp_path}", "--set", "run.name=job"]
-        job = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-        out = job.stdout + job.stderr
+        for _attempt in range(24):  # the head's job agent may need a while after `ray start`
+            job = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
+            out = job.stdout + job.stderr
+            if "No available agent to submit job" not in out:
+                break
+            time.sleep(5)
         assert job.returncode == 0, out[-4000:]
         assert "SUCCEEDED" in out, out[-4000:]
         assert "[pipeline] report: done" in out  # the job's logs streamed back
