@@ -70,12 +70,24 @@ def _mean_val_loss(engine, collator, samples: list[dict], micro: int, world_size
     from irgpt.train.collator import model_inputs
 
     total = torch.zeros(2, dtype=torch.float64)
+    n_batches = -(-len(samples) // micro)
+    if world_size > 1 and dist.is_initialized():
+        # Under ZeRO-3 a forward gathers parameters collectively: every rank must run
+        # as many forwards, and the shares (rows[rank::world]) can differ by a batch.
+        most = torch.tensor([n_batches], dtype=torch.long)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        n_batches = int(most.item())
     engine.eval()
     with torch.no_grad():
-        for start in range(0, len(samples), micro):
-            batch = collator([{**s, "weight": 1.0} for s in samples[start : start + micro]])
+        for i in range(n_batches):
+            chunk = samples[i * micro : (i + 1) * micro]
+            if not chunk and not samples:
+                break  # no row to run a filler forward on (fewer val rows than ranks)
+            batch = collator([{**s, "weight": 1.0} for s in chunk] or [{**samples[0], "pad": True}])
             batch = {k: v.to(engine.device) if hasattr(v, "to") else v for k, v in batch.items()}
             out = engine(**model_inputs(batch, _dtype(engine)))
+            if not chunk:
+                continue  # a filler forward: not counted
             ce, n_tok = per_sample_ce(out.logits, batch["labels"])
             keep = n_tok > 0
             total += torch.tensor([float(ce[keep].sum()), float(keep.sum())], dtype=torch.float64)
@@ -151,6 +163,8 @@ def train_loop_per_worker(config: dict) -> None:
         step, initial_val = state["global_step"], state["initial_val_loss"]
         log.truncate_after(step)
         log.line(f"stage {stage}: resumed from a checkpoint at optimizer step {step}")
+    else:  # a fresh start, also a restart that failed before its first checkpoint: drop an earlier attempt's lines
+        log.truncate_after(-1)
 
     val = config["val"]
     val_samples = val_rows(val["data_dir"], stage, rank, world_size, val["limit"])
@@ -160,6 +174,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     fail_at = config.get("fail_at_step")
     fail_marker = Path(config["fail_marker"]) if config.get("fail_marker") else None
+    armed = bool(fail_at and fail_marker and not fail_marker.exists())  # decided once, alike on every rank
     batches = iter(iterator)
     t_last, samples_seen, tokens_seen = time.perf_counter(), 0, 0
     while step < total_steps:
@@ -195,9 +210,11 @@ def train_loop_per_worker(config: dict) -> None:
             log.write({**record, "samples_per_s": world_size * samples_seen / dt,
                        "tokens_per_s": world_size * tokens_seen / dt, **collator.counters()})
             t_last, samples_seen, tokens_seen = time.perf_counter(), 0, 0
-        if fail_at and step == fail_at and fail_marker and not fail_marker.exists() and rank == world_size - 1:
-            fail_marker.write_text(f"killed rank {rank} after step {step}\n")
-            os._exit(1)  # test hook: a worker process dies mid-epoch
+        if armed and step == fail_at:
+            _wait_reports_taken()  # else the last checkpoint may die unregistered in this worker's result queue
+            if rank == world_size - 1:
+                fail_marker.write_text(f"killed rank {rank} after step {step}\n")
+                os._exit(1)  # test hook: a worker process dies mid-epoch
         if step % cfg.train.checkpoint_every == 0 and step < total_steps:
             _checkpoint(engine, iterator, step, initial_val, rank, {"loss": step_loss, "global_step": step})
 
@@ -209,6 +226,28 @@ def train_loop_per_worker(config: dict) -> None:
                  "model": model_dir, "steps_per_epoch": steps_per_epoch, **collator.counters()})
     iterator.close()
     log.close()
+
+
+def _wait_reports_taken(timeout_s: float = 120.0) -> None:
+    """Test hook helper: block until Ray Train's controller has taken this worker's reports.
+
+    `ray.train.report` returns once the report sits in the worker's result
+    queue; the controller takes it at its next poll (every ~2 s, slower on a
+    loaded machine) and registers a checkpoint only when every rank's report
+    is in. A worker that dies in between loses the checkpoint, and the restart
+    would silently begin from an older one. Internal Ray Train V2 API (only
+    the test hook uses it); on any other Ray it falls back to a wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        result_queue = get_train_context().get_result_queue()
+    except Exception:  # noqa: BLE001 - not Train V2: a wait longer than a poll interval
+        time.sleep(10.0)
+        return
+    while result_queue.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _all_reduce_sum(value: float, world_size: int) -> float:
