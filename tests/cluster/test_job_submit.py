@@ -1,6 +1,6 @@
 """`ray job submit` against a loopback-only local head, as the README shows it.
 
-Starts `ray start --head --num-cpus 2` bound to 127.0.0.1 (token auth off for
+Starts `ray start --head --num-cpus 2` with the dashboard on 127.0.0.1 (token auth off for
 this development head, STACK_NOTES.md), submits `jobs/pipeline.py` with
 configs/smoke.yaml, checks the job SUCCEEDED, its logs streamed, and the run
 directory appeared; `ray stop` afterwards, whatever happened.
@@ -35,7 +35,7 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
-    start = [RAY, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+    start = [RAY, "start", "--head", "--num-cpus", "2",
              "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
              "--include-dashboard", "true", "--disable-usage-stats"]
     subprocess.run(start, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
