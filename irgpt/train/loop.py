@@ -190,7 +190,7 @@ def train_loop_per_worker(config: dict) -> None:
         encoded = [collator(_samples(b)) for b in micro]
         n_local = sum(count_contributing(answer_token_counts(b["labels"]), b["pad_mask"]) for b in encoded)
         n_global = global_count(n_local, world_size, engine.device)
-        step_loss, tier_losses = 0.0, {}
+        step_loss = 0.0
         for b in encoded:
             b = {k: v.to(engine.device) if hasattr(v, "to") else v for k, v in b.items()}
             out = engine(**model_inputs(b, _dtype(engine)))
