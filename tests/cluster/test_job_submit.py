@@ -53,7 +53,7 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
                 break
             time.sleep(5)
         assert job.returncode == 0, out[-4000:]
-        assert "SUCCEEDED" in out, out[-4000:]
+        assert "succeeded" in out.lower(), out[-4000:]  # "Job 'raysubmit_...' succeeded"
         assert "[pipeline] report: done" in out  # the job's logs streamed back
         run = json.loads((tmp_path / "job" / "run.json").read_text())
         assert [s["status"] for s in run["stages"]] == ["done"] * 9
