@@ -33,13 +33,12 @@ from irgpt.data.io import (
     shard_paths,
     write_manifest,
     write_rejects,
-    write_table,
 )
 from irgpt.data.schema import INFRARED_BANDS, answer_text
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.scoring.base import Scorer
-from irgpt.scoring.pipeline import read_rejects_parts, run_pass
+from irgpt.scoring.pipeline import attach_data_column, read_rejects_parts, run_pass, write_score_parts
 from irgpt.scoring.ranks import normalized_rank
 
 SCORER_VERSION = "ir_text/1"
@@ -215,11 +214,8 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     table = table.append_column("weight", pa.array(weight.astype(np.float32)))
     table = table.append_column("rank_l2", pa.array(rank.astype(np.float32)))
     table = table.append_column("scorer_version", pa.array([SCORER_VERSION] * table.num_rows))
-    table = _attach_ground_truth(table, data_dir)
-    for old in shard_paths(out_dir):
-        old.unlink()
-    for k, start in enumerate(range(0, table.num_rows, l2.pool.part_rows)):
-        write_table(out_dir / shard_name(k), table.slice(start, l2.pool.part_rows))
+    table = attach_data_column(table, data_dir, "gt_misaligned")
+    write_score_parts(out_dir, table, l2.pool.part_rows)
     rejects = read_rejects_parts([out_dir / "_before"])
     write_rejects(out_dir, rejects)
     manifest = base_manifest(
@@ -243,14 +239,6 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     )
     write_manifest(out_dir, manifest)
     return manifest
-
-
-def _attach_ground_truth(table: pa.Table, data_dir: Path) -> pa.Table:
-    paths = shard_paths(data_dir)
-    if "gt_misaligned" not in pq.read_schema(paths[0]).names:
-        return table
-    gt = pa.concat_tables(pq.read_table(p, columns=["sample_id", "gt_misaligned"]) for p in paths)
-    return table.join(gt, "sample_id", join_type="left outer").sort_by("sample_id")
 
 
 def summarize(table: pa.Table) -> dict:

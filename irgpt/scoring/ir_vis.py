@@ -32,18 +32,16 @@ from irgpt.config import Config, config_hash
 from irgpt.data.io import (
     base_manifest,
     read_manifest,
-    shard_name,
     shard_paths,
     write_manifest,
     write_rejects,
-    write_table,
 )
 from irgpt.data.schema import INFRARED_BANDS, VISIBLE_BANDS, stable_hash
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.scoring import mmd
 from irgpt.scoring.base import Scorer
-from irgpt.scoring.pipeline import read_rejects_parts, run_pass
+from irgpt.scoring.pipeline import attach_data_column, read_rejects_parts, run_pass, write_score_parts
 from irgpt.scoring.ranks import normalized_rank
 
 SCORER_VERSION = "ir_vis/1"
@@ -255,12 +253,8 @@ def score_ir_vis(
     out = out.append_column("rank_l1", pa.array(rank.astype(np.float32)))
     out = out.append_column("scorer_version", pa.array([SCORER_VERSION] * len(ids)))
     out = out.sort_by("sample_id")
-    out = _attach_ground_truth(out, data_dir)
-    for old in shard_paths(out_dir):
-        old.unlink()
-    step = max(1, cfg.scoring.lesson1.pool.part_rows)
-    for k, start in enumerate(range(0, out.num_rows, step)):
-        write_table(out_dir / shard_name(k), out.slice(start, step))
+    out = attach_data_column(out, data_dir, "gt_band_rank")
+    write_score_parts(out_dir, out, l1.pool.part_rows)
     rejects = read_rejects_parts([out_dir / FEATURES] + vis_dirs)
     write_rejects(out_dir, rejects)
     manifest = base_manifest(
@@ -282,15 +276,6 @@ def score_ir_vis(
     )
     write_manifest(out_dir, manifest)
     return manifest
-
-
-def _attach_ground_truth(out: pa.Table, data_dir: Path) -> pa.Table:
-    """Carry the synthetic `gt_band_rank` when the data has it (for reports)."""
-    paths = shard_paths(data_dir)
-    if "gt_band_rank" not in pq.read_schema(paths[0]).names:
-        return out
-    gt = pa.concat_tables(pq.read_table(p, columns=["sample_id", "gt_band_rank"]) for p in paths)
-    return out.join(gt, "sample_id", join_type="left outer").sort_by("sample_id")
 
 
 def summarize(out: pa.Table) -> dict:

@@ -183,3 +183,21 @@ def read_scores(out_dir: str | Path, columns: list[str] | None = None) -> pa.Tab
     if not paths:
         return pa.table({})
     return pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])
+
+
+def attach_data_column(table: pa.Table, data_dir: str | Path, column: str) -> pa.Table:
+    """Join `column` of the dataset (e.g. synthetic ground truth) onto score rows, if it has it."""
+    paths = shard_paths(data_dir)
+    if column not in pq.read_schema(paths[0]).names:
+        return table
+    extra = pa.concat_tables(pq.read_table(p, columns=["sample_id", column]) for p in paths)
+    return table.join(extra, "sample_id", join_type="left outer").sort_by("sample_id")
+
+
+def write_score_parts(out_dir: Path, table: pa.Table, rows_per_part: int) -> None:
+    """Replace the final score shards of `out_dir` with `table` in parts."""
+    for old in shard_paths(out_dir):
+        old.unlink()
+    step = max(1, rows_per_part)
+    for k, start in enumerate(range(0, table.num_rows, step)):
+        write_table(out_dir / shard_name(k), table.slice(start, step))
