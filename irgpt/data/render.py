@@ -9,8 +9,10 @@ from visible in a graded way (the Lesson-1 ground truth, GT_BAND_RANK):
     vis_gray  ITU-R 601 luma of vis
     nir       60% visible luma + 40% the material's NIR reflectance (vegetation
               much brighter, water darker), almost the same texture
-    swir      25% luma + 75% SWIR reflectance (skin, water, sky dark), less
-              texture, contrast compressed, haze, slight blur, noise
+    swir      45% luma + 55% SWIR reflectance (skin, water, sky dark), less
+              texture, auto exposure matched to the visible camera's mean and
+              contrast (InGaAs cameras meter the same light; SWIR sees through
+              haze rather than adding it), blur 1 px, noise
     mwir      emission: 85% temperature (per-image AGC, plus thermal patches of
               ground / sky) + 15% reflected light, blur, vignetting and slow
               drift, sensor noise, column fixed-pattern stripes
@@ -159,6 +161,17 @@ def _agc(temp: np.ndarray, min_span: float = 10.0, cold_clip: float = 12.0) -> n
     return (temp - lo) / (hi - lo)
 
 
+def _match_exposure(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Auto exposure and gain: give `x` the mean and contrast (std) of `reference`.
+
+    A reflective-band camera (InGaAs SWIR) meters the same scene light as the
+    visible camera beside it, so its gray levels span a similar range; what
+    departs from visible is which materials are bright or dark and the texture.
+    """
+    sx = float(x.std())
+    return reference.mean() + (x - x.mean()) * (float(reference.std()) / sx if sx > 1e-6 else 1.0)
+
+
 def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(x * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
@@ -179,9 +192,9 @@ def render_band(layers: Layers, band: str, rng: np.random.Generator, illuminatio
         x = refl * illumination * (1.0 + 0.9 * tex) + rng.normal(0, 0.01, (h, w))
     elif band == "swir":
         refl = 0.45 * luma + 0.55 * np.clip(SWIR_REFL[mat] + 0.25 * layers.ir, 0, 1)
-        x = refl * (0.7 + 0.3 * illumination) * (1.0 + 0.4 * tex)
-        x = x.mean() + 0.75 * (x - x.mean())
-        x = 0.9 * blur(x, 0.6) + 0.1 * 0.5 + rng.normal(0, 0.02, (h, w))
+        x = refl * illumination * (1.0 + 0.25 * tex)
+        x = _match_exposure(x, luma * illumination)
+        x = blur(x, 1.0 * max(h, w) / 64) + rng.normal(0, 0.03, (h, w))
     elif band in THERMAL:
         # Uncooled-sensor non-uniformity: vignetting plus a slow drift field.
         yy, xx = np.mgrid[0:h, 0:w]

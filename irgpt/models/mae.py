@@ -46,7 +46,12 @@ so ImageNet RGB statistics do not apply; fe-train and scoring share these."""
 
 
 def tiny_config(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75) -> ViTMAEConfig:
-    """The demo's ViTMAE: 64 px, patch 8 (64 patches), 1 channel, 4 x 128 encoder."""
+    """The demo's ViTMAE: 64 px, patch 8 (64 patches), 1 channel, 4 x 128 encoder.
+
+    `norm_pix_loss` (the MAE paper's default: each target patch normalised to
+    mean 0, std 1) keeps the pooled features from following image brightness;
+    with the plain pixel loss the Lesson 1 band order breaks (docs/lesson1.md).
+    """
     return ViTMAEConfig(
         image_size=image_size,
         patch_size=8,
@@ -60,7 +65,7 @@ def tiny_config(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75) -> 
         decoder_num_attention_heads=4,
         decoder_intermediate_size=128,
         mask_ratio=mask_ratio,
-        norm_pix_loss=False,
+        norm_pix_loss=True,
     )
 
 

@@ -109,3 +109,27 @@ def test_kill_9_mid_run_then_rerun_gives_one_row_per_sample(small_data, tmp_path
     assert sorted(ids) == ir_caption_ids(small_data) and len(ids) == len(set(ids))
     feats = read_table(out / FEATURES, ["sample_id"]).column("sample_id").to_pylist()
     assert len(feats) == len(set(feats))  # no duplicated feature rows either
+
+
+@pytest.mark.slow
+def test_trained_extractor_recovers_the_synthetic_band_order(tmp_path, ray_local):
+    """The Lesson 1 quality bar at the acceptance size (400 scenes, seed 11, defaults).
+
+    Guards the whole chain (renderer, fe-train recipe, features, MMD): the
+    tiny MAE once put SWIR furthest from visible (brightness-driven features).
+    """
+    from scipy.stats import spearmanr
+
+    from irgpt.models.fe_train import fe_train
+
+    data = tmp_path / "S"
+    synthesize(SynthConfig(num_samples=400, seed=11), data, progress=False)
+    cfg = load_config(None, [])
+    fe_train(cfg, data, tmp_path / "FE")
+    score_ir_vis(cfg, data, tmp_path / "E", extractor=str(tmp_path / "FE"), estimator="exact")
+    t = read_table(tmp_path / "E", ["sample_id", "band", "d_ir_vis", "gt_band_rank"])
+    assert sorted(t.column("sample_id").to_pylist()) == ir_caption_ids(data)
+    d, band = t.column("d_ir_vis").to_numpy(), np.array(t.column("band").to_pylist())
+    mean = {b: float(d[band == b].mean()) for b in INFRARED_BANDS if (band == b).any()}
+    assert mean["nir"] < mean["swir"] < min(mean["mwir"], mean["lwir"]), mean
+    assert spearmanr(d, t.column("gt_band_rank").to_numpy()).statistic >= 0.6
