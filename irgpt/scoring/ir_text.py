@@ -38,7 +38,12 @@ from irgpt.data.schema import INFRARED_BANDS, answer_text
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.scoring.base import Scorer
-from irgpt.scoring.pipeline import attach_data_column, read_rejects_parts, run_pass, write_score_parts
+from irgpt.scoring.pipeline import (
+    attach_data_column,
+    read_rejects_parts,
+    run_pass,
+    write_score_parts,
+)
 from irgpt.scoring.ranks import normalized_rank
 
 SCORER_VERSION = "ir_text/1"

@@ -27,7 +27,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from irgpt.config import ActorPoolConfig
-from irgpt.data.io import REJECTS_SCHEMA, atomic_write_json, shard_name, shard_paths, write_rejects, write_table
+from irgpt.data.io import (
+    REJECTS_SCHEMA,
+    atomic_write_json,
+    shard_name,
+    shard_paths,
+    write_rejects,
+    write_table,
+)
 from irgpt.errors import CommandError
 from irgpt.ray_utils import log0
 

@@ -25,8 +25,14 @@ import numpy as np
 import torch
 
 from irgpt.config import Config
-from irgpt.train.loss import answer_token_counts, backward_scale, count_contributing, global_count
-from irgpt.train.loss import eq6_loss, per_sample_ce
+from irgpt.train.loss import (
+    answer_token_counts,
+    backward_scale,
+    count_contributing,
+    eq6_loss,
+    global_count,
+    per_sample_ce,
+)
 
 CLIENT_STATE = "irgpt_state.json"
 
