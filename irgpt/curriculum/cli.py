@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         f"unscored {c['unscored_not_scorable']}, other split {c['other_split'] + c['scored_other_split']}, "
         f"orphan scores {c['orphan_scores']}"
     )
+    if c["scored_other_split"]:
+        print(
+            f"irgpt tier: {c['scored_other_split']} scored rows are outside the {args.split!r} split and were not "
+            f"tiered (validation and benchmark rows stay out of the curriculum); --split all tiers every split"
+        )
     return 0
 
 

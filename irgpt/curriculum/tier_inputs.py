@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from irgpt.curriculum.ranking import L1_COLUMNS, L2_COLUMNS
-from irgpt.data.io import read_manifest, shard_paths
+from irgpt.data.io import MANIFEST, read_manifest, shard_paths
 from irgpt.errors import CommandError
 
 REQUIRED = {1: ("sample_id",) + L1_COLUMNS, 2: ("sample_id",) + L2_COLUMNS}
@@ -39,14 +40,29 @@ class DatasetInput:
         return {"dir": str(self.path), "rows": self.rows, "files": len(self.files), "manifest": keep}
 
 
-def inspect_dataset(path: str | Path) -> DatasetInput:
-    path = Path(path)
+def parquet_files(path: Path) -> list[Path]:
+    """A dataset's Parquet files: `part-*.parquet` shards, else any `*.parquet`, or the file itself.
+
+    Score tables made by hand or by another tool (pandas, DuckDB, Spark) need no
+    manifest and no `part-` prefix; hidden and `_`-prefixed files are ignored.
+    """
+    if path.is_file():
+        return [path]
     if not path.is_dir():
-        raise CommandError(f"{path}: not a directory")
-    manifest = read_manifest(path)
-    files = shard_paths(path)
+        raise CommandError(f"{path}: no such file or directory")
+    files = shard_paths(path) or sorted(
+        p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith(("_", "."))
+    )
     if not files:
-        raise CommandError(f"{path}: no part-*.parquet shards")
+        raise CommandError(f"{path}: no Parquet files (part-*.parquet or *.parquet)")
+    return files
+
+
+def inspect_dataset(path: str | Path) -> DatasetInput:
+    """Footers of `path`'s Parquet files (a directory or one file); `manifest.json` if present."""
+    path = Path(path)
+    files = parquet_files(path)
+    manifest = read_manifest(path) if path.is_dir() and (path / MANIFEST).is_file() else {}
     schemas, rows = [], 0
     for f in files:
         try:
@@ -61,7 +77,21 @@ def inspect_dataset(path: str | Path) -> DatasetInput:
         raise CommandError(f"{path}: shards have incompatible schemas: {exc}") from exc
     if "sample_id" not in schema.names:
         raise CommandError(f"{path}: no sample_id column")
+    id_type = schema.field("sample_id").type
+    if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type) or pa.types.is_string_view(id_type)):
+        raise CommandError(f"{path}: sample_id must be a string column, not {id_type}")
     return DatasetInput(path, files, schema, rows, manifest)
+
+
+def read_input(inp: DatasetInput, columns: list[str]) -> pa.Table:
+    """The given columns of every row of an input (small and medium inputs: the local engine).
+
+    `sample_id` comes back as `string` whatever string type the writer chose
+    (pandas and Polars often write `large_string`).
+    """
+    table = pds.dataset([str(f) for f in inp.files], format="parquet").to_table(columns=columns)
+    i = table.schema.get_field_index("sample_id")
+    return table.set_column(i, "sample_id", table.column(i).cast(pa.string())) if i >= 0 else table
 
 
 def detect_scores(dirs: list[str | Path]) -> dict[int, DatasetInput]:
@@ -80,6 +110,10 @@ def detect_scores(dirs: list[str | Path]) -> dict[int, DatasetInput]:
         missing = [c for c in REQUIRED[lesson] if c not in names]
         if missing:
             raise CommandError(f"{d}: Lesson {lesson} score table lacks columns {missing}")
+        for c in REQUIRED[lesson][1:]:
+            t = inp.schema.field(c).type
+            if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+                raise CommandError(f"{d}: column {c} must be numeric, not {t}")
         if lesson in found:
             raise CommandError(f"two Lesson {lesson} score tables: {found[lesson].path} and {d}")
         inp.lesson = lesson

@@ -29,10 +29,9 @@ from irgpt.curriculum.ranking import (
     sort_by_key,
     status_counts,
 )
-from irgpt.curriculum.tier_inputs import DatasetInput
+from irgpt.curriculum.tier_inputs import DatasetInput, read_input
 from irgpt.curriculum.tier_write import output_schema, write_part
 from irgpt.curriculum.weights import eq5_weights, exact_sum, weight_medians, weights_from_config
-from irgpt.data.io import read_table
 
 ORPHAN_EXAMPLES = 5
 RANK_COLUMNS = ["sample_id", "composite_rank", "_h", "_piece", "rank_l1", "rank_l2", "d_ir_vis", "alpha", "weight"]
@@ -93,9 +92,9 @@ def run_local(
     rows_per_part: int,
     reweight=None,
 ) -> EngineResult:
-    index = read_table(data.path, columns=["sample_id"] + [c for c in INDEX_COLUMNS if c in data.schema.names])
-    l1 = read_table(scores[1].path, columns=["sample_id", *L1_COLUMNS]) if 1 in scores else None
-    l2 = read_table(scores[2].path, columns=["sample_id", *L2_COLUMNS]) if 2 in scores else None
+    index = read_input(data, ["sample_id"] + [c for c in INDEX_COLUMNS if c in data.schema.names])
+    l1 = read_input(scores[1], ["sample_id", *L1_COLUMNS]) if 1 in scores else None
+    l2 = read_input(scores[2], ["sample_id", *L2_COLUMNS]) if 2 in scores else None
     weights_info = None
     if reweight is not None and l2 is not None:
         l2, weights_info = reweight_table(l2, reweight)

@@ -28,7 +28,9 @@ def test_tier_command_with_overrides(inputs, tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_tiers"] == 3 and manifest["curriculum"]["anti_l2"] is True
     assert sorted(p.name for p in out.glob("tier=*")) == ["tier=0", "tier=1", "tier=2"]
-    assert "192 rows in 3 tiers" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "192 rows in 3 tiers" in printed
+    assert "1 scored rows are outside the 'train' split and were not tiered" in printed  # the scored val row
 
 
 def test_tier_command_user_errors(inputs, tmp_path):

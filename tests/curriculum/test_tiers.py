@@ -220,3 +220,26 @@ def test_overwrite_replaces_earlier_output(tiered, tmp_path):
     out, _ = run(tiered, tmp_path, CurriculumConfig(m=3))
     _, m = run(tiered, tmp_path, replace(CurriculumConfig(), m=2), overwrite=True)
     assert sorted(p.name for p in out.glob("tier=*")) == ["tier=0", "tier=1"] and m["num_tiers"] == 2
+
+
+def test_score_tables_without_manifest_or_part_names(tiered, tmp_path):
+    """Tables written by pandas / DuckDB by hand: a directory of any *.parquet, or one file."""
+    l1_dir = tmp_path / "l1_by_hand"
+    l1_dir.mkdir()
+    pq.write_table(pq.read_table(shard_paths(tiered["l1"])[0]), l1_dir / "scores.parquet")
+    for p in shard_paths(tiered["l1"])[1:]:
+        pq.write_table(pq.read_table(p), l1_dir / f"more-{p.name}")
+    l2_file = tmp_path / "l2.parquet"  # one file, as pandas writes it (large_string ids)
+    l2 = pa.concat_tables([pq.read_table(p) for p in shard_paths(tiered["l2"])])
+    i = l2.schema.get_field_index("sample_id")
+    pq.write_table(l2.set_column(i, "sample_id", l2.column(i).cast(pa.large_string())), l2_file)
+    out = tmp_path / "hand"
+    build_tiers(tiered["data"], [l1_dir, l2_file], out, CurriculumConfig(), engine="local", rows_per_part=20)
+    ref = {k: tier_table(tiered["out"], k).column("sample_id").to_pylist() for k in range(4)}
+    assert {k: tier_table(out, k).column("sample_id").to_pylist() for k in range(4)} == ref
+    with pytest.raises(CommandError, match="no such file or directory"):
+        build_tiers(tiered["data"], [tmp_path / "l1_missing"], tmp_path / "o5", CurriculumConfig(use_l2=False))
+    bad = tmp_path / "int_ids.parquet"
+    pq.write_table(pa.table({"sample_id": [1, 2], "rank_l1": [0.0, 1.0], "d_ir_vis": [0.1, 0.2]}), bad)
+    with pytest.raises(CommandError, match="int_ids.parquet: sample_id must be a string column, not int64"):
+        build_tiers(tiered["data"], [bad], tmp_path / "o6", CurriculumConfig(use_l2=False))
