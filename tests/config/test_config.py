@@ -96,3 +96,13 @@ def test_missing_file_and_non_mapping(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(bad)
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-3` as a string; float keys accept it, in files and --set."""
+    f = tmp_path / "lr.yaml"
+    f.write_text("train:\n  stage1:\n    lr: 1e-3\n")
+    assert load_config(f).train.stage1.lr == 1e-3
+    assert load_config(None, ["train.stage2.lr=3e-3"]).train.stage2.lr == 3e-3
+    with pytest.raises(ConfigError, match=r"train\.stage2\.lr \(in --set train\.stage2\.lr=3e-3x\): expected a number"):
+        load_config(None, ["train.stage2.lr=3e-3x"])
