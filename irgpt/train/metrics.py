@@ -72,7 +72,10 @@ class MetricsLog:
 
     def line(self, text: str) -> None:
         if self.active:
-            print(f"[train] {text}", file=sys.stderr, flush=True)
+            # Not print(): on the second TorchTrainer.fit of a driver (stage 2) Ray Train V2's
+            # print patching showed every progress line twice.
+            sys.stderr.write(f"[train] {text}\n")
+            sys.stderr.flush()
 
     def _append(self, record: dict) -> None:
         with open(self.path, "a") as f:
