@@ -154,6 +154,13 @@ def build_tiny_vlm(tokenizer, image_size: int = 64, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)
+        # The tiny LLM stands in for a pretrained one, and its output head stays frozen in
+        # both stages. With the from-scratch init (std 0.02) a frozen head caps every logit
+        # near +-2.6 (|row| 0.23 x |RMS-normed h| 11.3): no LoRA update could make a
+        # confident prediction, and stage 2 stalled above the answers' unigram entropy.
+        # Rows of norm ~1 (std hidden^-0.5) allow logits up to ~11, as a trained head does.
+        hidden = config.text_config.hidden_size
+        torch.nn.init.normal_(model.get_output_embeddings().weight, std=hidden ** -0.5)
     spec = VLMInputSpec(image_size=image_size, num_image_tokens=config.image_seq_length, image_token=IMAGE,
                         prompt_format="irgpt", family="llava")
     return model, spec
