@@ -32,3 +32,16 @@ def ray_local():
     ensure_ray(RayConfig(address=None, num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make
+    a second thread up to 10x slower (Ray Train workers also run one thread each).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,7 +23,24 @@ import yaml
 from irgpt.errors import CommandError
 
 T = TypeVar("T")
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` (an exponent without a dot) as a float.
+
+    YAML 1.1, which PyYAML implements, reads it as text; YAML 1.2 and every
+    user writing `lr: 1e-3` mean a number.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python values: the one YAML reader of configs, overrides and search spaces."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 class ConfigError(CommandError):
@@ -88,8 +105,6 @@ def _convert(value: Any, hint: Any, key: str, source: str | None) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
         raise ConfigError(f"{key}{_where(source)}: expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
@@ -147,7 +162,7 @@ def parse_override(item: str) -> dict:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: empty key part in {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
     out: dict = {}
@@ -164,7 +179,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from irgpt.config import Config, ConfigError
-from irgpt.config.loader import merge
+from irgpt.config.loader import load_yaml, merge
 
 TYPES = {
     "randint": ("low", "high"),
@@ -110,11 +110,6 @@ class Space:
 
 
 def _number(value: Any, where: str, name: str, integer: bool) -> float | int:
-    if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as text
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: {name} must be a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
     if integer:
@@ -217,7 +212,7 @@ def load_space(path: str | Path, base: Config | None = None) -> Space:
     if not path.is_file():
         raise ConfigError(f"search space not found: {path} (see tune_spaces/)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not data:

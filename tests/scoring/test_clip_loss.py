@@ -15,15 +15,7 @@ from irgpt.scoring.clip_loss import (
     select_pool,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make
-    a second thread up to 10x slower (Ray Train workers also run one thread each)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
