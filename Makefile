@@ -12,7 +12,7 @@ STAMP := $(VENV)/.irgpt-installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench clean-venv
+.PHONY: setup demo experiment test test-fast lint bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ setup: $(STAMP)
 
 demo: setup
 	$(PY) jobs/pipeline.py --config configs/demo.yaml $(DEMO_ARGS)
+
+# Tables 3 and 4 with 3 seeds at a scale where the tiny model learns (not part of CI;
+# about 40 minutes on 2 cores): writes docs/experiments.md.
+experiment: setup
+	$(PY) jobs/experiment.py --config configs/experiment.yaml $(DEMO_ARGS)
 
 # All tests: the fast suite plus the `slow` markers, then the `cluster` tests
 # in a process of their own (they start and stop a separate Ray head).

@@ -28,10 +28,12 @@ from irgpt.config.sections import (
 from irgpt.config.train_sections import (
     DeepSpeedConfig,
     EvalConfig,
+    ExperimentConfig,
     LoraConfig,
     RayConfig,
     RunConfig,
     StageConfig,
+    TinyLMConfig,
     TrainConfig,
     TuneConfig,
 )
@@ -47,6 +49,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -78,8 +81,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 __all__ = [
     "ActorPoolConfig", "ClipWarmupConfig", "Config", "ConfigError", "CurriculumConfig",
-    "DataConfig", "DeepSpeedConfig", "EvalConfig", "FeTrainConfig", "ImportConfig",
+    "DataConfig", "DeepSpeedConfig", "EvalConfig", "ExperimentConfig", "FeTrainConfig", "ImportConfig",
     "Lesson1Config", "Lesson2Config", "LoraConfig", "PacingConfig", "RayConfig", "RunConfig",
-    "ScoringConfig", "StageConfig", "SynthConfig", "TrainConfig", "TuneConfig", "WeightsConfig",
+    "ScoringConfig", "StageConfig", "SynthConfig", "TinyLMConfig", "TrainConfig", "TuneConfig", "WeightsConfig",
     "config_hash", "load_config", "parse_override",
 ]

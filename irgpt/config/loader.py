@@ -129,6 +129,10 @@ def _build(cls: type[T], data: dict, prefix: str, source: str | None) -> T:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ validation
+        field_name = str(exc).split(":", 1)[0]
+        if field_name in names:  # "lr: must be > 0" -> "train.stage1.lr: must be > 0"
+            dotted = f"{prefix}.{field_name}" if prefix else field_name
+            raise ConfigError(f"{dotted}{_where(source)}:{str(exc).split(':', 1)[1]}") from exc
         raise ConfigError(f"{prefix or 'config'}{_where(source)}: {exc}") from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,6 +16,10 @@ class LoraConfig:
     dropout: float = 0.05
     target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     """Regex on module names; the LLM only (the vision tower has q/v_proj too)."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ValueError(f"r: LoRA rank must be >= 1, got {self.r}")
 
 
 @dataclass
@@ -31,7 +36,25 @@ class StageConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_steps: int | None = None
-    """Stop early after this many optimizer steps (smoke runs)."""
+    """A step budget (trials, smoke runs): every tier keeps the same fraction of its
+    rows so the whole schedule fits in about this many optimizer steps; the
+    schedule's tail is never cut (docs/curriculum.md, "Budgets")."""
+    data_fraction: float = 1.0
+    """A row budget: every tier keeps this fraction of its rows (seeded, the same
+    rows for every schedule). With max_steps too, the smaller budget wins."""
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: must be a finite number > 0, got {self.lr}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs: must be >= 1, got {self.epochs}")
+        if self.micro_batch_size < 1 or self.global_batch_size < 1:
+            raise ValueError(f"micro_batch_size: micro and global batch sizes must be >= 1, got "
+                             f"{self.micro_batch_size} and {self.global_batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: must be >= 1 (or null for no budget), got {self.max_steps}")
+        if not 0.0 < self.data_fraction <= 1.0:
+            raise ValueError(f"data_fraction: must be in (0, 1], got {self.data_fraction}")
 
 
 def _stage2_default() -> StageConfig:
@@ -42,6 +65,23 @@ def _stage2_default() -> StageConfig:
     larger step (measured: 300 scenes, val loss 7.06 -> 2.01 in 2 epochs at 3e-3).
     """
     return StageConfig(lr=3e-3, epochs=2)
+
+
+@dataclass
+class TinyLMConfig:
+    """Text warm-start of the tiny model's LLM before stage 1 (irgpt/train/lm_warmstart.py):
+    a causal LM on the train split's conversation text, images removed, so that the
+    frozen LLM of stage 1 knows the language as a pretrained one would. Tiny model only."""
+
+    steps: int = 300
+    """AdamW steps (~13 s on 2 cores at the demo scale); 0 = a random-init LLM."""
+    lr: float = 3e-3
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"steps: tiny_lm needs steps >= 0, batch_size >= 1 and a finite lr > 0, got "
+                             f"{self.steps}, {self.batch_size}, {self.lr}")
 
 
 @dataclass
@@ -61,6 +101,7 @@ class TrainConfig:
     """`tiny` (random-init LLaVA-style VLM built from configs) or a local HF path."""
     trust_remote_code: bool = False
     """Only for checkpoints that need it; off by default."""
+    tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=_stage2_default)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -70,6 +111,16 @@ class TrainConfig:
     max_length: int = 256
     """Tokens per sample; longer samples are truncated and counted."""
     log_every: int = 5
+    val_every: int = 10
+    """Optimizer steps between validation passes (besides the first and the last);
+    0 = only at the start and the end of a stage."""
+    val_limit: int = 256
+    """Held-out rows per validation pass (the first by sample_id). Stage 1 uses the
+    clean held-out captions: `val` split, infrared, not flagged `gt_misaligned`."""
+    val_retrieval: int = 32
+    """Stage 1: image-to-caption retrieval R@1 among this many held-out pairs, at the
+    start and the end (each image ranks every candidate caption by the model's
+    loss: N x N forwards); 0 = off."""
     checkpoint_every: int = 20
     """Optimizer steps between checkpoints."""
     num_to_keep: int = 2
@@ -78,18 +129,50 @@ class TrainConfig:
     """Ray Train storage (local dir, NFS or s3://); default: RUN_DIR/ray."""
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("val_every", "val_retrieval"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("val_limit", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
 
 @dataclass
 class TuneConfig:
     space: str = "tune_spaces/default.yaml"
     num_samples: int = 4
     max_concurrent_trials: int = 1
-    objective: Literal["benchmark", "val_loss"] = "benchmark"
-    """benchmark = psum - nsum on the validation split; or validation loss."""
+    objective: Literal["benchmark_robust", "benchmark", "val_loss"] = "benchmark_robust"
+    """benchmark_robust = psum - nsum_median (the nsum tasks' median errors, which one
+    absurd count cannot dominate) on the validation split; benchmark = psum - nsum
+    (the authors' mean errors); val_loss = the last stage's validation loss."""
     scheduler: Literal["asha", "none"] = "asha"
     search: Literal["random", "optuna"] = "random"
     stage2: bool = False
     """Also run a short stage 2 in each trial."""
+
+
+@dataclass
+class ExperimentConfig:
+    """`make experiment` (jobs/experiment.py): the paper's Tables 3 and 4 over seeds."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    rows: list[str] | None = None
+    """Ablation rows (`irgpt ablate --list`); null = all of Tables 3 and 4."""
+    steps: int | None = None
+    """Stage-1 budget per row (every tier shrunk alike); null = the config's epochs."""
+    stage2_rows: list[str] = field(default_factory=lambda: ["none", "full"])
+    """Rows whose stage-1 model also gets stage 2 and the benchmark (the rest: stage 1 only)."""
+    stage2_seeds: list[int] = field(default_factory=lambda: [0])
+    eval_limit: int | None = None
+    """Benchmark rows per stage-2 evaluation (the first by id); null = all."""
+    out: str = "docs/experiments.md"
+    """Where the tables are written (the run's own copy: RUN_DIR/experiment/experiments.md)."""
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
 
 
 @dataclass

@@ -74,6 +74,7 @@ class TierIterator:
         grad_accum: int = 1,
         prefetch: bool = True,
         source: RowSource | None = None,
+        fraction: float = 1.0,
     ):
         if epochs < 1:
             raise ValueError("epochs must be >= 1")
@@ -81,7 +82,7 @@ class TierIterator:
         self.cfg = cfg
         self.rank, self.world_size, self.micro_batch_size = rank, world_size, micro_batch_size
         self.epochs = epochs
-        self.plan = Plan(self.source.tier_sizes, cfg, world_size, micro_batch_size, grad_accum)
+        self.plan = Plan(self.source.tier_sizes, cfg, world_size, micro_batch_size, grad_accum, fraction)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         available = list(self.source.columns) + list(self.source.constants)
@@ -103,9 +104,9 @@ class TierIterator:
         self._pending: dict[tuple[int, int], Future] = {}
         log_rank0(
             rank,
-            "curriculum plan: %d rows in tiers %s, schedule=%s mode=%s pacing=%s; %d micro-steps/epoch x %d epochs; "
+            "curriculum plan: %d rows in tiers %s (budget fraction %.4g of each tier), schedule=%s mode=%s pacing=%s; %d micro-steps/epoch x %d epochs; "
             "remainder rule: %d pad rows/epoch (weight 0, pad=True) over %d ranks x %d rows x %d accum",
-            self.plan.n, self.plan.sizes, cfg.schedule, cfg.mode, cfg.pacing.function, self.plan.steps_per_epoch, epochs,
+            self.plan.n, self.plan.sizes, self.plan.fraction, cfg.schedule, cfg.mode, cfg.pacing.function, self.plan.steps_per_epoch, epochs,
             self.plan.pad_rows(0), world_size, micro_batch_size, grad_accum,
         )
 
@@ -123,6 +124,7 @@ class TierIterator:
         columns: list[str] | None = None,
         grad_accum: int = 1,
         prefetch: bool = True,
+        fraction: float = 1.0,
     ) -> TierIterator:
         """Stage 2: a samples dataset (optionally filtered) as one tier with weights 1.
 
@@ -135,7 +137,8 @@ class TierIterator:
 
             cfg = CurriculumConfig(m=1, weights=False)
         source = RowSource.from_dataset_dir(data_dir, filter)
-        return cls(None, rank, world_size, micro_batch_size, cfg, epochs, columns, grad_accum=grad_accum, prefetch=prefetch, source=source)
+        return cls(None, rank, world_size, micro_batch_size, cfg, epochs, columns, grad_accum=grad_accum, prefetch=prefetch, source=source,
+                   fraction=fraction)
 
     # -------------------------------------------------------------- API ---
     def __len__(self) -> int:

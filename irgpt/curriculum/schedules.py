@@ -35,6 +35,10 @@ admitted tiers (0..a; from the hard end for `descending`); consecutive steps
 with the same pool form a unit drawing a seeded stream of permutations of the
 pool (no pads; a row may repeat or be skipped within an epoch: pacing trades
 "each row once" for DeepSpeed's step-based admission). `mode` is ignored.
+
+Budgets (`fraction` < 1, budget.py): every tier keeps the same fraction of
+its rows (a seeded draw independent of the schedule) and the plan above runs
+in full on the kept rows; the tail of the schedule is never cut.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from irgpt.curriculum.budget import kept_rows, kept_sizes
 from irgpt.curriculum.pacing import admitted_tier, validate_pacing
 from irgpt.curriculum.ranking import offsets
 
@@ -72,12 +77,18 @@ class Unit:
 class Plan:
     """The whole training order for given tier sizes, config and world."""
 
-    def __init__(self, tier_sizes: list[int], cfg, world_size: int, micro_batch_size: int, grad_accum: int = 1):
+    def __init__(self, tier_sizes: list[int], cfg, world_size: int, micro_batch_size: int, grad_accum: int = 1,
+                 fraction: float = 1.0):
         if world_size < 1 or micro_batch_size < 1 or grad_accum < 1:
             raise ValueError("world_size, micro_batch_size and grad_accum must be >= 1")
         if cfg.schedule not in SCHEDULES:
             raise ValueError(f"unknown curriculum.schedule {cfg.schedule!r}")
-        self.sizes = [int(s) for s in tier_sizes]
+        self.full_sizes = [int(s) for s in tier_sizes]
+        self.fraction = float(fraction)
+        # A budget (budget.py) keeps the same fraction of every tier; the plan then
+        # works on the kept rows ("compact" ids 0..n-1) and maps them back in `order`.
+        self.sizes = kept_sizes(self.full_sizes, self.fraction)
+        self._row_ids = None if self.sizes == self.full_sizes else kept_rows(self.full_sizes, self.sizes, cfg.seed)
         self.starts = offsets(self.sizes)
         self.n = sum(self.sizes)
         if self.n == 0:
@@ -153,6 +164,10 @@ class Plan:
 
         Step s, rank r takes rows [s*W*B + r*B, s*W*B + (r+1)*B).
         """
+        rows, mask = self._compact_order(epoch, index)
+        return (rows if self._row_ids is None else self._row_ids[rows]), mask
+
+    def _compact_order(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         u = self.units(epoch)[index]
         length = u.steps * self.rows_per_step
         size = u.hi - u.lo
@@ -204,11 +219,21 @@ class Plan:
             return 0
         return sum(u.steps * self.rows_per_step - (u.hi - u.lo) for u in self.units(epoch))
 
+    def rows_per_tier(self, epoch: int) -> list[int]:
+        """Real (non-pad) rows each tier contributes to `epoch`, counted from the order itself."""
+        ends = np.cumsum(self.full_sizes)
+        counts = np.zeros(len(self.full_sizes), dtype=np.int64)
+        for i in range(len(self.units(epoch))):
+            rows, pad = self.order(epoch, i)
+            counts += np.bincount(np.searchsorted(ends, rows[~pad], side="right"), minlength=len(counts))
+        return [int(c) for c in counts]
+
     def fingerprint(self) -> dict:
         """What the plan depends on (a resumed run must match it)."""
         c = self.cfg
         return {
-            "tier_sizes": self.sizes,
+            "tier_sizes": self.full_sizes,
+            "fraction": self.fraction,
             "schedule": c.schedule,
             "mode": c.mode,
             "seed": c.seed,

@@ -212,6 +212,7 @@ def location_metrics(
         unmatched_pred += m.unmatched_pred
     return {
         "score": _mean(errors),
+        "median_error": float(np.median(errors)) if errors else None,
         "penalty": penalty,
         "matched_points": len(distances),
         "unmatched_gt_points": unmatched_gt,
@@ -220,12 +221,23 @@ def location_metrics(
     }
 
 
+FAR_OFF = 10
+"""A count is "far off" when its error exceeds FAR_OFF times the true count (at least 1)."""
+
+
 def counting_metrics(gts: Sequence[int], preds: Sequence[int | None]) -> dict:
-    """MAE (``score``), MSE and RMSE; an unparseable count (None) is read as 0."""
+    """MAE (``score``), MSE and RMSE; an unparseable count (None) is read as 0.
+
+    Robust companions (one absurd count can make the MAE meaningless):
+    ``median_error`` (the median absolute error) and ``far_off_share`` (the
+    share of answers whose error exceeds FAR_OFF x max(true count, 1)).
+    """
     if len(gts) != len(preds):
         raise ValueError("gts and preds differ in length")
     errors = [abs((0 if p is None else p) - g) for g, p in zip(gts, preds)]
     if not errors:
-        return {"score": None, "mse": None, "rmse": None}
+        return {"score": None, "mse": None, "rmse": None, "median_error": None, "far_off_share": None}
     mse = sum(e * e for e in errors) / len(errors)  # exact integer sums
-    return {"score": sum(errors) / len(errors), "mse": mse, "rmse": math.sqrt(mse)}
+    far = sum(1 for e, g in zip(errors, gts) if e > FAR_OFF * max(g, 1))
+    return {"score": sum(errors) / len(errors), "mse": mse, "rmse": math.sqrt(mse),
+            "median_error": float(np.median(errors)), "far_off_share": far / len(errors)}

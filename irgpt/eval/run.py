@@ -556,6 +556,6 @@ def run_benchmark(cfg, model_dir: str | Path, bench_dir: str | Path | None, out_
     })
     _write_outputs(out_dir, rows, answers, report)
     log0(f"[eval] {len(rows)} rows in {seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.2f} rows/s); "
-         f"psum {_md_cell(report['psum'])}, nsum {_md_cell(report['nsum'])}; "
-         f"{len(errors)} generation errors; wrote {out_dir}")
+         f"psum {_md_cell(report['psum'])}, nsum {_md_cell(report['nsum'])} "
+         f"(median {_md_cell(report.get('nsum_median'))}); {len(errors)} generation errors; wrote {out_dir}")
     return report

@@ -143,13 +143,22 @@ def summarise(task_results: Mapping[str, dict]) -> dict:
     """psum / nsum over the tasks present (with a score), and which they cover.
 
     psum = Scene + Rec. + Gro. + Rel. + ReID + Sec.; nsum = Loc. + A.C. +
-    P.C. (METHOD.md). None when no task of that sum is present.
+    P.C. (docs/method.md), the authors' mean errors. None when no task of that
+    sum is present. Beside nsum, two robust companions that one absurd answer
+    cannot dominate: ``nsum_median`` (the same sum of the tasks' median
+    errors) and ``far_off_share`` (the share of counting answers more than
+    10x off, over both counting tasks).
     """
     out = {}
     for name, members in (("psum", PSUM_TASKS), ("nsum", NSUM_TASKS)):
         present = [t for t in members if task_results.get(t, {}).get("score") is not None]
         out[name] = sum(task_results[t]["score"] for t in present) if present else None
         out[f"{name}_tasks"] = present
+    medians = [task_results[t]["median_error"] for t in out["nsum_tasks"]]
+    out["nsum_median"] = sum(medians) if medians and None not in medians else None
+    counted = [task_results[t] for t in ("aerial_counting", "pedestrian_counting") if t in out["nsum_tasks"]]
+    n = sum(r["n"] for r in counted)
+    out["far_off_share"] = sum(r["far_off_share"] * r["n"] for r in counted) / n if n else None
     return out
 
 
@@ -207,6 +216,11 @@ def format_table(report: Mapping) -> str:
                 cells.append(_cell(tasks[c][key] * scale, width))
         rows.append(f"{row:<10}" + "".join(cells))
     lines = ["\n".join(rows), ""]
+    if report.get("nsum_median") is not None:
+        far = report.get("far_off_share")
+        lines.append(f"robust companions of nsum: nsum_median {report['nsum_median']:.2f} (the same sum of the "
+                     f"tasks' median errors)" + ("" if far is None else f"; {100 * far:.1f}% of counting answers "
+                                                 "more than 10x off"))
     for name, res in tasks.items():
         notes = [
             f"{name}: {res['metric']} = {_cell(res['score'], 0).strip()} over {res['n']} samples"

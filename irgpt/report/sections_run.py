@@ -147,13 +147,14 @@ def tune(ctx: Context) -> str:
     df = read_csv(path)
     if "objective" not in df.columns:
         raise Corrupt(path, f"no 'objective' column (columns: {', '.join(map(str, df.columns))})")
-    mode = (((ctx.run or {}).get("config") or {}).get("tune") or {}).get("objective", "benchmark")
+    mode = (((ctx.run or {}).get("config") or {}).get("tune") or {}).get("objective", "benchmark_robust")
     lower = mode == "val_loss"
     df["objective"] = pd.to_numeric(df["objective"], errors="coerce")
     df = df.sort_values("objective", ascending=lower, na_position="last", kind="stable").reset_index(drop=True)
     best = 0 if len(df) and pd.notna(df["objective"].iloc[0]) else None
     out = H.note(f"{len(df)} trial(s); objective = {mode} ({'lower' if lower else 'higher'} is better; "
-                 "benchmark = psum − nsum on the validation split). Sorted best first.")
+                 "benchmark = psum − nsum, benchmark_robust = psum − nsum_median on the validation split). "
+                 "Sorted best first.")
     shown = df.head(50)
     rows = [[None if isinstance(v, float) and np.isnan(v) else v for v in r] for r in shown.itertuples(index=False)]
     out += H.scroll(H.table([str(c) for c in df.columns], rows,

@@ -4,7 +4,10 @@
   training rows come from the tier datasets (`irgpt tier`), already filtered.
 - Stage 2 (instruction fine-tuning): the instruction samples of all task
   types (every task but `caption`) of the data directory's `train` split.
-- Validation, both stages: the same kind of rows from the `val` split.
+- Validation, both stages: the same kind of rows from the `val` split; for
+  stage 1 only the clean ones (not flagged `gt_misaligned`: on synthetic data
+  the held-out captions that truly describe their image; on real data, where
+  the flag is null, the `val` split as it is).
 """
 
 from __future__ import annotations
@@ -33,22 +36,27 @@ def stage_filter(stage: int, split: str) -> pds.Expression:
     return kind & (pc.field("split") == split)
 
 
-def read_stage_rows(data_dir: str | Path, stage: int, split: str, columns: list[str] | None = None) -> pa.Table:
-    """The stage's rows of `split`, sorted by sample_id (a canonical order)."""
+def read_stage_rows(data_dir: str | Path, stage: int, split: str, columns: list[str] | None = None,
+                    *, clean: bool = False) -> pa.Table:
+    """The stage's rows of `split`, sorted by sample_id (a canonical order).
+
+    clean: also drop rows flagged `gt_misaligned` (null counts as clean)."""
     paths = shard_paths(data_dir)
     if not paths:
         raise CommandError(f"{data_dir}: no part-*.parquet shards")
     dataset = pds.dataset([str(p) for p in paths], format="parquet")
-    table = dataset.to_table(columns=columns or COLUMNS, filter=stage_filter(stage, split))
+    where = stage_filter(stage, split)
+    if clean and "gt_misaligned" in dataset.schema.names:
+        flag = pc.field("gt_misaligned")
+        where = where & (flag.is_null() | (flag == pa.scalar(False)))
+    table = dataset.to_table(columns=columns or COLUMNS, filter=where)
     return table.sort_by("sample_id")
 
 
-def val_samples(data_dir: str | Path, stage: int, rank: int, world_size: int, limit: int) -> list[dict]:
-    """This rank's share (every world_size-th row) of the first `limit` val rows."""
-    table = read_stage_rows(data_dir, stage, "val", ["sample_id", "image", "conversations"])
-    table = table.slice(0, limit)
-    rows = table.to_pylist()
-    return rows[rank::world_size]
+def val_rows(data_dir: str | Path, stage: int, limit: int) -> list[dict]:
+    """The stage's held-out rows (stage 1: the clean ones), the first `limit` by sample_id."""
+    table = read_stage_rows(data_dir, stage, "val", ["sample_id", "image", "conversations"], clean=stage == 1)
+    return table.slice(0, limit).to_pylist()
 
 
 BATCH_COLUMNS = ["sample_id", "image", "conversations", "weight", "tier"]
@@ -57,7 +65,8 @@ BATCH_COLUMNS = ["sample_id", "image", "conversations", "weight", "tier"]
 def make_iterator(spec: dict, rank: int, world_size: int, micro_batch_size: int, grad_accum: int):
     """The stage's `TierIterator` from a plain spec (what the loop config carries).
 
-    spec: {"kind": "tiers" | "stage2", "source": DIR, "curriculum": dict, "epochs": int}.
+    spec: {"kind": "tiers" | "stage2", "source": DIR, "curriculum": dict, "epochs": int,
+    "fraction": float (optional, the budget: irgpt.curriculum.budget)}.
     Stage 1 follows the curriculum (tiers, schedule, weights); stage 2 reads the
     train-split instruction rows as one tier with weights 1, reshuffled per epoch.
     """
@@ -66,12 +75,13 @@ def make_iterator(spec: dict, rank: int, world_size: int, micro_batch_size: int,
     from irgpt.curriculum.iterator import TierIterator
 
     curriculum = from_dict(CurriculumConfig, spec["curriculum"])
+    fraction = float(spec.get("fraction", 1.0))
     if spec["kind"] == "tiers":
         return TierIterator(spec["source"], rank, world_size, micro_batch_size, curriculum, spec["epochs"],
-                            BATCH_COLUMNS, grad_accum=grad_accum)
+                            BATCH_COLUMNS, grad_accum=grad_accum, fraction=fraction)
     if spec["kind"] == "stage2":
         plain = CurriculumConfig(m=1, weights=False, seed=curriculum.seed)
         return TierIterator.from_dataset_dir(spec["source"], rank, world_size, micro_batch_size, spec["epochs"],
                                              filter=stage_filter(2, "train"), cfg=plain,
-                                             columns=BATCH_COLUMNS, grad_accum=grad_accum)
+                                             columns=BATCH_COLUMNS, grad_accum=grad_accum, fraction=fraction)
     raise ValueError(f"unknown iterator kind {spec['kind']!r}")

@@ -103,6 +103,43 @@ def _mean_val_loss(engine, collator, samples: list[dict], micro: int, world_size
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
+def _retrieval_r1(engine, collator, pairs: list[dict], micro: int, rank: int, world_size: int) -> float:
+    """Image-to-caption R@1 among `pairs` (the same list on every rank), all-reduced.
+
+    Each image ranks every candidate caption by the model's mean answer-token
+    CE with that image; a hit is a best caption whose text equals the image's
+    own (synthetic templates can repeat). Images are split over ranks
+    (i = rank, rank + world, ...); every rank runs as many forwards (ZeRO-3).
+    """
+    import torch.distributed as dist
+
+    from irgpt.data.schema import answer_text
+    from irgpt.train.collator import model_inputs
+
+    k = len(pairs)
+    texts = [answer_text(p["conversations"]) for p in pairs]
+    hits = torch.zeros(2, dtype=torch.float64)
+    engine.eval()
+    with torch.no_grad():
+        for t in range(-(-k // world_size)):
+            i = rank + t * world_size
+            image = pairs[min(i, k - 1)]["image"]
+            losses = []
+            for lo in range(0, k, micro):
+                batch = collator([{"sample_id": f"r{i}-{j}", "image": image, "conversations": pairs[j]["conversations"],
+                                   "weight": 1.0, "tier": 0, "pad": False} for j in range(lo, min(k, lo + micro))])
+                batch = {n: v.to(engine.device) if hasattr(v, "to") else v for n, v in batch.items()}
+                ce, _ = per_sample_ce(engine(**model_inputs(batch, _dtype(engine))).logits, batch["labels"])
+                losses.append(ce.float().cpu())
+            if i < k:  # else a filler image: its forwards keep ZeRO-3's collectives in step
+                best = int(torch.cat(losses).argmin())
+                hits += torch.tensor([float(texts[best] == texts[i]), 1.0], dtype=torch.float64)
+    engine.train()
+    if world_size > 1 and dist.is_initialized():
+        dist.all_reduce(hits, op=dist.ReduceOp.SUM)
+    return float(hits[0] / hits[1]) if hits[1] > 0 else float("nan")
+
+
 def _dtype(engine):
     return torch.bfloat16 if engine.bfloat16_enabled() else None
 
@@ -128,8 +165,7 @@ def train_loop_per_worker(config: dict) -> None:
     from irgpt.models.freeze import apply_stage
     from irgpt.models.vlm import load_vlm
     from irgpt.train.collator import VLMCollator, model_inputs
-    from irgpt.train.data import make_iterator
-    from irgpt.train.data import val_samples as val_rows
+    from irgpt.train.data import make_iterator, val_rows
     from irgpt.train.ds_config import build_ds_config
     from irgpt.train.metrics import MetricsLog
 
@@ -173,10 +209,33 @@ def train_loop_per_worker(config: dict) -> None:
         log.truncate_after(-1)
 
     val = config["val"]
-    val_samples = val_rows(val["data_dir"], stage, rank, world_size, val["limit"])
+    held_out = val_rows(val["data_dir"], stage, val["limit"])
+    val_samples = held_out[rank::world_size]
+    pairs = held_out[: val.get("retrieval", 0)]
+    unigram = None
+    if rank == 0:
+        from irgpt.train.baseline import unigram_loss
+        from irgpt.train.data import read_stage_rows
+
+        train_convs = read_stage_rows(val["data_dir"], stage, "train", ["sample_id", "conversations"]).column("conversations")
+        unigram = unigram_loss(collator, train_convs.to_pylist(), [r["conversations"] for r in held_out])
+        log.line(f"stage {stage}: {len(held_out)} held-out rows{' (clean captions)' if stage == 1 else ''}; "
+                 f"unigram baseline loss {unigram:.4f}")
+
+    def validate(at_step: int, retrieval: bool) -> dict:
+        record = {"global_step": at_step,
+                  "val_loss": _mean_val_loss(engine, collator, val_samples, stage_cfg.micro_batch_size, world_size)}
+        if retrieval and len(pairs) > 1:
+            record["retrieval_r1"] = _retrieval_r1(engine, collator, pairs, stage_cfg.micro_batch_size, rank,
+                                                   world_size)
+        log.write(record)
+        return record
+
     if initial_val is None:
-        initial_val = _mean_val_loss(engine, collator, val_samples, stage_cfg.micro_batch_size, world_size)
-        log.write({"global_step": 0, "val_loss": initial_val})
+        first = validate(0, retrieval=True)
+        initial_val, initial_r1 = first["val_loss"], first.get("retrieval_r1")
+    else:
+        initial_r1 = state.get("initial_retrieval_r1")
 
     fail_at = config.get("fail_at_step")
     fail_marker = Path(config["fail_marker"]) if config.get("fail_marker") else None
@@ -221,15 +280,23 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == world_size - 1:
                 fail_marker.write_text(f"killed rank {rank} after step {step}\n")
                 os._exit(1)  # test hook: a worker process dies mid-epoch
+        if val["every"] and step % val["every"] == 0 and step < total_steps:
+            validate(step, retrieval=False)
         if step % cfg.train.checkpoint_every == 0 and step < total_steps:
-            _checkpoint(engine, iterator, step, initial_val, rank, {"loss": step_loss, "global_step": step})
+            _checkpoint(engine, iterator, step, initial_val, rank, {"loss": step_loss, "global_step": step},
+                        initial_r1)
 
-    final_val = _mean_val_loss(engine, collator, val_samples, stage_cfg.micro_batch_size, world_size)
-    log.write({"global_step": step, "val_loss": final_val})
+    last = validate(step, retrieval=True)
+    final_val = last["val_loss"]
+    retrieval = {}
+    if "retrieval_r1" in last:
+        retrieval = {"initial_retrieval_r1": initial_r1, "final_retrieval_r1": last["retrieval_r1"],
+                     "retrieval_candidates": len(pairs)}
     model_dir = _save_final(engine, engine.module, loaded, out_dir / "model", stage, cfg.deepspeed.zero_stage, rank)
     _checkpoint(engine, iterator, step, initial_val, rank,
                 {"global_step": step, "initial_val_loss": initial_val, "final_val_loss": final_val,
-                 "model": model_dir, "steps_per_epoch": steps_per_epoch, **collator.counters()})
+                 "val_rows": len(held_out), "unigram_val_loss": unigram, **retrieval,
+                 "model": model_dir, "steps_per_epoch": steps_per_epoch, **collator.counters()}, initial_r1)
     iterator.close()
     log.close()
 
@@ -266,7 +333,8 @@ def _all_reduce_sum(value: float, world_size: int) -> float:
     return float(t.item())
 
 
-def _checkpoint(engine, iterator, step: int, initial_val: float, rank: int, metrics: dict) -> None:
+def _checkpoint(engine, iterator, step: int, initial_val: float, rank: int, metrics: dict,
+                initial_r1: float | None = None) -> None:
     """Every rank saves its DeepSpeed shard + client state; Ray merges them into one checkpoint."""
     import ray.train
     from ray.train import Checkpoint
@@ -274,6 +342,6 @@ def _checkpoint(engine, iterator, step: int, initial_val: float, rank: int, metr
     with tempfile.TemporaryDirectory() as tmp:
         engine.save_checkpoint(tmp, tag="state")
         state = {"iterator": iterator.state_dict(), "rng": _rng_state(), "global_step": step,
-                 "initial_val_loss": initial_val}
+                 "initial_val_loss": initial_val, "initial_retrieval_r1": initial_r1}
         Path(tmp, f"{CLIENT_STATE}.rank{rank}").write_text(json.dumps(state))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))

@@ -4,7 +4,8 @@ Only rank 0 writes (STYLE.md principle 6: rank-0 side effects in one place).
 `metrics.jsonl` under the stage's output directory is what the run report,
 the summary and the resume-equivalence tests read: one `{"global_step", "epoch",
 "tier", "loss", "lr", ...}` object per optimizer step, throughput fields on
-every `log_every`-th step, and `{"global_step", "val_loss"}` objects.
+every `log_every`-th step, and `{"global_step", "val_loss"}` objects (every
+`train.val_every` steps, plus `retrieval_r1` at a stage-1 start and end).
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ class MetricsLog:
             self._append(record)
             if self._tb is not None:
                 self._tb.add_scalar(f"stage{self.stage}/val_loss", record["val_loss"], record["global_step"])
-            self.line(f"stage {self.stage} step {record['global_step']}: val_loss {record['val_loss']:.4f}")
+                if "retrieval_r1" in record:
+                    self._tb.add_scalar(f"stage{self.stage}/retrieval_r1", record["retrieval_r1"],
+                                        record["global_step"])
+            self.line(f"stage {self.stage} step {record['global_step']}: val_loss {record['val_loss']:.4f}"
+                      + (f", retrieval R@1 {record['retrieval_r1']:.3f}" if "retrieval_r1" in record else ""))
             return
         if self._tb is not None:
             for key in ("samples_per_s", "tokens_per_s"):

@@ -38,6 +38,7 @@ What had to match the DeepSpeed run, piece by piece:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -50,8 +51,9 @@ def run_reference(cfg: Config, data_dir: str | Path, tiers_dir: str | Path, base
     """Run `steps` stage-1 optimizer steps; returns {"losses", "lrs", "tiers", "step_seconds",
     "step_cpu_seconds"} (wall and process CPU time of each step).
 
-    The schedule's total is the planned step count of the stage capped at
-    `steps` (what `run_stage` does with `train.stage1.max_steps = steps`).
+    `steps` is the stage's budget, turned into the fraction of every tier the
+    run keeps exactly as `run_stage` does with `train.stage1.max_steps = steps`
+    (irgpt.curriculum.budget), so the run takes at most `steps` steps.
     `num_threads` sets torch's intra-op threads for the run (a Ray worker with
     one CPU runs one thread); the previous value is restored afterwards.
     """
@@ -64,7 +66,7 @@ def run_reference(cfg: Config, data_dir: str | Path, tiers_dir: str | Path, base
     from irgpt.train.ds_config import batch_arithmetic, build_ds_config
     from irgpt.train.loop import _samples, _seed_everything
     from irgpt.train.loss import answer_token_counts, count_contributing, eq6_loss
-    from irgpt.train.trainer import iterator_kwargs
+    from irgpt.train.trainer import iterator_kwargs, stage_fraction
 
     stage, world = 1, 1
     stage_cfg = cfg.train.stage1
@@ -83,8 +85,11 @@ def run_reference(cfg: Config, data_dir: str | Path, tiers_dir: str | Path, base
         model.train()
         collator = VLMCollator(loaded.tokenizer, loaded.spec, cfg.train.max_length,
                                use_weights=cfg.curriculum.weights)
+        sizes = make_iterator(spec, 0, world, micro, gas).plan.full_sizes
+        spec["fraction"] = stage_fraction(sizes, replace(stage_cfg, max_steps=steps), cfg.curriculum.mode,
+                                          arith.global_batch_size, "steps")
         iterator = make_iterator(spec, 0, world, micro, gas)
-        total = min(iterator.steps_per_epoch // gas * stage_cfg.epochs, steps)
+        total = iterator.steps_per_epoch // gas * stage_cfg.epochs
         ds = build_ds_config(cfg.train, stage_cfg, cfg.deepspeed, world, total, use_gpu=False)
         opt = ds["optimizer"]["params"]
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=opt["lr"],

@@ -24,8 +24,19 @@ from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.train.loop import CLIENT_STATE, train_loop_per_worker
 
-VAL_LIMIT = 512
-"""Validation rows per stage (the first ones by sample_id): a fixed, cheap set."""
+
+def stage_fraction(sizes: list[int], stage_cfg, mode: str, rows_per_opt_step: int, what: str) -> float:
+    """The stage's budget as the fraction of every tier it keeps (irgpt.curriculum.budget)."""
+    from irgpt.curriculum.budget import fraction_for_steps
+
+    fraction = stage_cfg.data_fraction
+    if stage_cfg.max_steps:
+        fraction = min(fraction, fraction_for_steps(sizes, stage_cfg.max_steps, stage_cfg.epochs,
+                                                    rows_per_opt_step, mode, what))
+    return fraction
+
+
+BASE_KEY_FILE = "irgpt_base.json"
 
 
 def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
@@ -35,8 +46,15 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
         if not path.is_dir():
             raise CommandError(f"train.model: model directory not found: {path}")
         return path
-    if (out / "config.json").is_file():
+    # What the tiny base depends on; a base built from other settings is rebuilt, never reused.
+    key = config_hash({"seed": cfg.train.seed, "tiny_lm": cfg.to_dict()["train"]["tiny_lm"],
+                       "max_length": cfg.train.max_length, "data": read_manifest(data_dir).get("config")})
+    if (out / "config.json").is_file() and (out / BASE_KEY_FILE).is_file() \
+            and json.loads((out / BASE_KEY_FILE).read_text()).get("key") == key:
         return out
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
     from irgpt.models.tokenizer import corpus_texts, train_tokenizer
     from irgpt.models.vlm import build_tiny_vlm, save_vlm
     from irgpt.train.data import read_stage_rows
@@ -48,9 +66,19 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
     tokenizer = train_tokenizer(corpus_texts(conversations))
     image_size = int(read_manifest(data_dir).get("config", {}).get("image_size", 64))
     model, spec = build_tiny_vlm(tokenizer, image_size=image_size, seed=cfg.train.seed)
-    save_vlm(model, tokenizer, out, spec)
     log0(f"[train] tiny VLM built: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-         f"vocabulary {len(tokenizer)}, image {image_size}px -> {out}")
+         f"vocabulary {len(tokenizer)}, image {image_size}px")
+    lm = cfg.train.tiny_lm
+    if lm.steps:
+        from irgpt.train.lm_warmstart import warm_start
+
+        done = warm_start(model, tokenizer, conversations, steps=lm.steps, lr=lm.lr, batch_size=lm.batch_size,
+                          seed=cfg.train.seed, max_length=cfg.train.max_length)
+        log0(f"[train] tiny LLM text warm-start (train.tiny_lm): {done['steps']} steps on {done['sequences']} "
+             f"training conversations, images removed; LM loss {done['first_loss']:.3f} -> "
+             f"{done['last_loss']:.3f} in {done['seconds']} s")
+    save_vlm(model, tokenizer, out, spec)
+    atomic_write_json(out / BASE_KEY_FILE, {"key": key})
     return out
 
 
@@ -88,15 +116,19 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
     world = cfg.train.num_workers
     arith = batch_arithmetic(stage_cfg.global_batch_size, stage_cfg.micro_batch_size, world)
     it_kwargs = iterator_kwargs(cfg, stage, data_dir, tiers_dir)
-    plan = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps)
+    plan = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps).plan
+    it_kwargs["fraction"] = stage_fraction(plan.full_sizes, stage_cfg, cfg.curriculum.mode,
+                                           arith.global_batch_size, f"train.stage{stage}.max_steps")
+    plan = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps).plan
     # Every unit (tier) is padded to a multiple of world x micro x accumulation,
     # so an epoch is a whole number of optimizer steps on every rank.
     total = plan.steps_per_epoch // arith.grad_accum_steps * stage_cfg.epochs
-    plan.close()
-    if stage_cfg.max_steps:
-        total = min(total, stage_cfg.max_steps)
     if total < 1:
         raise CommandError(f"stage {stage}: no training rows (check the {'tiers' if stage == 1 else 'data'} input)")
+    rows_per_tier = [plan.rows_per_tier(e) for e in range(stage_cfg.epochs)]
+    log0(f"[train] stage {stage}: rows per tier per epoch {rows_per_tier[0]} of {plan.full_sizes}"
+         + (f" (budget: every tier cut to fraction {plan.fraction:.4g})" if plan.fraction < 1 else "")
+         + f", {stage_cfg.epochs} epoch(s)")
     out_dir = run_dir / f"stage{stage}"
     storage = Path(cfg.train.storage_path or run_dir / "ray").resolve()
     log0(f"[train] stage {stage}: {world} workers x micro {arith.micro_batch_size} x accumulation "
@@ -110,7 +142,8 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "grad_accum": arith.grad_accum_steps,
         "total_steps": total,
         "out_dir": str(out_dir),
-        "val": {"data_dir": str(data_dir), "limit": VAL_LIMIT},
+        "val": {"data_dir": str(data_dir), "limit": cfg.train.val_limit, "every": cfg.train.val_every,
+                "retrieval": cfg.train.val_retrieval if stage == 1 else 0},
         "resume_checkpoint": str(latest_checkpoint(storage / f"stage{stage}") or "") if resume else "",
         "fail_at_step": fail_at_step,
         "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
@@ -138,6 +171,12 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
     return {
         "initial_val_loss": metrics["initial_val_loss"],
         "final_val_loss": metrics["final_val_loss"],
+        **{k: metrics[k] for k in ("initial_retrieval_r1", "final_retrieval_r1", "retrieval_candidates",
+                                   "val_rows", "unigram_val_loss") if k in metrics},
+        "budget_fraction": plan.fraction,
+        "tier_sizes": plan.full_sizes,
+        "rows_per_tier_per_epoch": rows_per_tier,
+        "rows_seen_per_tier": [sum(col) for col in zip(*rows_per_tier)],
         "steps": metrics["global_step"],
         "planned_steps": total,
         "steps_per_epoch": metrics["steps_per_epoch"],

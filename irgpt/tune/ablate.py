@@ -24,7 +24,6 @@ in value, only in the direction of the differences, if any.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.tune.driver import absolute_paths, default_paths, with_trial_budget
 from irgpt.tune.space import apply_overrides
+from irgpt.tune.stats import paired, spread
 from irgpt.tune.trial import EVAL_LIMIT, METRICS_FILE, run_trial, trial_storage
 
 
@@ -76,7 +76,23 @@ ROWS: list[Row] = [
 lessons and weights and change only the schedule. "No curriculum" = one
 random order, no weights."""
 BY_NAME = {r.name: r for r in ROWS}
-METRICS = ("psum", "nsum", "final_val_loss")
+REFERENCE = "none"
+"""Paired differences are taken against the no-curriculum row, seed by seed."""
+METRICS = ("heldout_loss", "retrieval_r1", "psum", "nsum", "nsum_median", "final_val_loss", "seconds")
+"""heldout_loss / retrieval_r1: stage 1 on the clean held-out captions (lower / higher is
+better); psum, nsum, nsum_median: the benchmark after stage 2; final_val_loss: the
+last stage's validation loss; seconds: the run's wall time."""
+
+
+def row_metrics(metrics: dict) -> dict:
+    """The table's figures of one run (a trial's metrics.json)."""
+    s1 = (metrics.get("stages") or {}).get("stage1") or {}
+    return {"heldout_loss": s1.get("final_val_loss", metrics.get("final_val_loss")),
+            "retrieval_r1": s1.get("final_retrieval_r1"),
+            "initial_heldout_loss": s1.get("initial_val_loss"), "initial_retrieval_r1": s1.get("initial_retrieval_r1"),
+            "unigram_loss": s1.get("unigram_val_loss"), "rows_seen_per_tier": s1.get("rows_seen_per_tier"),
+            "budget_fraction": s1.get("budget_fraction"),
+            **{k: metrics.get(k) for k in ("psum", "nsum", "nsum_median", "final_val_loss", "steps", "seconds")}}
 
 
 def row_config(cfg: Config, row: Row, seed: int) -> Config:
@@ -92,15 +108,6 @@ def select_rows(names: Sequence[str] | None) -> list[Row]:
     if unknown:
         raise CommandError(f"unknown ablation row(s) {unknown}; rows: {list(BY_NAME)}")
     return [BY_NAME[n] for n in names]
-
-
-def spread(values: list[float | None]) -> dict:
-    """mean, sample std (None for one seed), min, max, n over the finite values."""
-    vals = [float(v) for v in values if v is not None and v == v]
-    if not vals:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
-            "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
 def _reuse(trial_dir: Path, cfg: Config, split: str, eval_limit: int | None, stage2: bool) -> dict | None:
@@ -157,8 +164,9 @@ def run_ablation(cfg: Config, data_dir: str | Path | None = None, score_dirs: Se
             metrics = _reuse(trial_dir.resolve(), rcfg, split, eval_limit, stage2)
             if metrics is None:
                 log0(f"[ablate] row {row.name} seed {seed}: {row.overrides}")
+                # The benchmark needs stage 2: a stage-1 model has never seen an instruction.
                 metrics = fn(rcfg, data_dir, score_dirs, trial_dir, base_model=base_model, stage2=stage2,
-                             eval_split=split, eval_limit=eval_limit, benchmark=True)
+                             eval_split=split, eval_limit=eval_limit, benchmark=stage2)
             else:
                 log0(f"[ablate] row {row.name} seed {seed}: reusing {trial_dir / METRICS_FILE}")
             runs[key] = metrics
@@ -173,51 +181,108 @@ def run_ablation(cfg: Config, data_dir: str | Path | None = None, score_dirs: Se
 
 
 def _summarise(chosen, per_row, same_as, seeds, cfg, steps, split, eval_limit, stage2) -> dict:
+    figures = {r.name: {seed: row_metrics(m) for seed, m in per_row[r.name].items()} for r in chosen}
+    reference = figures.get(REFERENCE)
     rows = []
     for row in chosen:
-        by_seed = per_row[row.name]
-        rows.append({
+        by_seed = figures[row.name]
+        entry = {
             "name": row.name, "table": row.table, "label": row.label, "overrides": row.overrides,
-            "same_as": same_as.get(row.name),
-            "seeds": {str(s): {k: m.get(k) for k in (*METRICS, "steps", "seconds")} for s, m in by_seed.items()},
+            "same_as": same_as.get(row.name), "seeds": {str(s): m for s, m in by_seed.items()},
             **{k: spread([m.get(k) for m in by_seed.values()]) for k in METRICS},
             "paper": {"psum": row.paper[0], "nsum": row.paper[1]},
-        })
+        }
+        if reference is not None and row.name != REFERENCE:
+            entry["vs_" + REFERENCE] = {k: paired({s: m.get(k) for s, m in by_seed.items()},
+                                                 {s: m.get(k) for s, m in reference.items()})
+                                        for k in ("heldout_loss", "retrieval_r1", "psum", "nsum_median")}
+        rows.append(entry)
+    every = [m for r in figures.values() for m in r.values()]
     return {"rows": rows, "seeds": seeds, "split": split, "eval_limit": eval_limit, "stage2": stage2,
             "steps": steps, "config_hash": config_hash(cfg),
+            "unigram_loss": spread([m.get("unigram_loss") for m in every]),
+            "initial_heldout_loss": spread([m.get("initial_heldout_loss") for m in every]),
+            "initial_retrieval_r1": spread([m.get("initial_retrieval_r1") for m in every]),
             "note": "paper: InternVL2-8B fine-tuned on the real benchmark (Tables 3-4); ours: the configured "
                     "model and data at the given budget. Compare directions, not values."}
 
 
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _cell(s: dict, digits: int = 2) -> str:
+    """mean, then [95% interval] when there is one (more than one seed)."""
     if s["mean"] is None:
         return "-"
     text = f"{s['mean']:.{digits}f}"
-    if s["n"] > 1:
-        text += f" ± {s['std']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
+    if s.get("ci95"):
+        text += f" [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]"
     return text
 
 
+def _diff(d: dict | None, digits: int) -> str:
+    if not d or d["mean"] is None:
+        return "-"
+    text = f"{d['mean']:+.{digits}f}"
+    if d.get("ci95"):
+        text += f" [{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}]"
+        text += " (noise)" if d["within_noise"] else ""
+    return text
+
+
+def _verdicts(rows: list[dict]) -> list[str]:
+    """One sentence per row with a paired difference: beyond noise or not, in words."""
+    out = []
+    for r in rows:
+        d = (r.get("vs_" + REFERENCE) or {}).get("heldout_loss")
+        if not d or d["mean"] is None:
+            continue
+        if d["within_noise"] is None:
+            out.append(f"- {r['label']}: {d['mean']:+.4f} held-out loss vs no curriculum, one seed: no interval.")
+        elif d["within_noise"]:
+            out.append(f"- {r['label']}: no difference in held-out loss beyond noise ({d['mean']:+.4f}, "
+                       f"95% interval [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] holds 0).")
+        else:
+            better = "lower (better)" if d["mean"] < 0 else "higher (worse)"
+            out.append(f"- {r['label']}: held-out loss {better} than no curriculum beyond noise ({d['mean']:+.4f}, "
+                       f"95% interval [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]).")
+    return out
+
+
 def markdown(result: dict) -> str:
-    """Two tables (Table 3, Table 4): ours (mean ± std [min, max] over seeds) beside the paper's."""
-    seeds = result["seeds"]
+    """Table 3 and Table 4 in the paper's layout, the paper's figures beside ours (means [95% intervals])."""
+    seeds, stage2 = result["seeds"], result["stage2"]
+    uni, init = result["unigram_loss"], result["initial_heldout_loss"]
     lines = ["# Ablations (paper Tables 3 and 4) at small scale",
              "",
-             f"Seeds {seeds} (mean ± sample std [min, max] when more than one), psum / nsum on the "
-             f"`{result['split']}` split (first {result['eval_limit'] or 'all'} rows), "
-             f"{result['steps'] or 'config'} optimizer steps per stage, stage 2 {'on' if result['stage2'] else 'off'}. "
-             "psum higher is better, nsum lower is better. " + result["note"], ""]
+             f"Seeds {seeds}; means with [95% t-intervals] over seeds; Δ = the row minus the no-curriculum row of "
+             f"the same seed (paired), \"(noise)\" where its interval holds 0. Budget: "
+             + (f"about {result['steps']} optimizer steps per stage, every tier shrunk alike. " if result["steps"]
+                else "the config's full epochs. ") +
+             f"Held-out: stage 1's mean answer-token loss on the clean held-out captions (lower is better; "
+             f"before stage 1 {_num(init['mean'], 4)}, unigram baseline {_num(uni['mean'], 4)}) and image-to-caption "
+             f"R@1 among them (higher is better; before stage 1 {_num(result['initial_retrieval_r1']['mean'], 3)}). "
+             + (f"psum / nsum on the `{result['split']}` split (first {result['eval_limit'] or 'all'} rows) after "
+                "stage 2; nsum_median is the robust companion of nsum. " if stage2 else
+                "Stage 2 off: no benchmark columns. ") + result["note"], ""]
     titles = {3: "Table 3: lessons and weights", 4: "Table 4: schedules (full method)"}
+    bench_head = " psum | nsum | nsum median | Δ psum |" if stage2 else ""
     for table in (3, 4):
         rows = [r for r in result["rows"] if r["table"] == table]
         if not rows:
             continue
         lines += [f"## {titles[table]}", "",
-                  "| row | psum (ours) | nsum (ours) | final val loss (ours) | psum (paper) | nsum (paper) |",
-                  "|---|---|---|---|---|---|"]
+                  "| row | paper psum | paper nsum | held-out loss | Δ loss | R@1 | Δ R@1 |" + bench_head + " wall s |",
+                  "|---|---|---|---|---|---|---|" + ("---|" * 4 if stage2 else "") + "---|"]
         for r in rows:
             label = r["label"] + (f" (= {r['same_as']})" if r["same_as"] else "")
-            lines.append(f"| {label} | {_cell(r['psum'])} | {_cell(r['nsum'])} | {_cell(r['final_val_loss'], 4)} | "
-                         f"{r['paper']['psum']:.2f} | {r['paper']['nsum']:.2f} |")
-        lines.append("")
+            vs = r.get("vs_" + REFERENCE) or {}
+            cells = [label, f"{r['paper']['psum']:.2f}", f"{r['paper']['nsum']:.2f}", _cell(r["heldout_loss"], 4),
+                     _diff(vs.get("heldout_loss"), 4), _cell(r["retrieval_r1"], 3), _diff(vs.get("retrieval_r1"), 3)]
+            if stage2:
+                cells += [_cell(r["psum"]), _cell(r["nsum"]), _cell(r["nsum_median"]), _diff(vs.get("psum"), 2)]
+            cells.append(_num(r["seconds"]["mean"], 0))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", *_verdicts(rows), ""]
     return "\n".join(lines)

@@ -33,7 +33,11 @@ def register(subparsers) -> None:
     _inputs(p, "RUN_DIR/tune")
     p.add_argument("--space", help="search space YAML (default: tune.space, tune_spaces/default.yaml)")
     p.add_argument("--trial-steps", type=int, default=None, metavar="N",
-                   help="cap each trial's stages at N optimizer steps (best.yaml keeps the config's own)")
+                   help="budget each trial's stages to about N optimizer steps by shrinking every tier alike "
+                        "(the schedule is never cut; best.yaml keeps the config's own)")
+    p.add_argument("--seeds", default=None,
+                   help="repeat every trial over these comma-separated seeds and rank trials by the mean "
+                        "objective (trials.csv shows its 95%% interval), e.g. 0,1,2")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment in --out: unfinished and errored trials run again")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
@@ -51,7 +55,8 @@ def register(subparsers) -> None:
     a.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     a.add_argument("--rows", help="comma-separated row names (default: all; see `irgpt ablate --list`)")
     a.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="optimizer steps per stage for every row (default: the config's max_steps / epochs)")
+                   help="budget: about N optimizer steps per stage for every row, every tier shrunk alike "
+                        "(default: the config's max_steps / epochs)")
     a.add_argument("--split", default="benchmark", choices=["benchmark", "val"],
                    help="split for psum / nsum (default benchmark)")
     a.add_argument("--stage2", action=argparse.BooleanOptionalAction, default=None,
@@ -67,13 +72,26 @@ def _limit(value: int | None):
     return EVAL_LIMIT if value is None else (None if value == 0 else value)
 
 
+def _seeds(text: str) -> list[int]:
+    from irgpt.errors import CommandError
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CommandError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1") from None
+    if not seeds:
+        raise CommandError("--seeds: give at least one seed")
+    return seeds
+
+
 def _tune(args: argparse.Namespace) -> int:
     from irgpt.config import load_config
     from irgpt.tune.driver import run_tune
 
     cfg = load_config(args.config, args.set)
     summary = run_tune(cfg, args.data, args.scores, args.out, space=args.space, resume=args.resume,
-                       trial_steps=args.trial_steps, eval_limit=_limit(args.eval_limit), stop_after=args.stop_after)
+                       trial_steps=args.trial_steps, eval_limit=_limit(args.eval_limit), stop_after=args.stop_after,
+                       seeds=_seeds(args.seeds) if args.seeds else None)
     best = summary["best"]
     print(f"irgpt tune: {len(summary['trials'])} trial(s) {summary['counts']}; "
           + (f"best {best['trial_id']} objective {best['objective']:.6g}" if best else "no trial reported an objective")
@@ -83,17 +101,13 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     from irgpt.config import load_config
-    from irgpt.errors import CommandError
     from irgpt.tune.ablate import ROWS, run_ablation
 
     if args.list:
         for row in ROWS:
             print(f"{row.name:<18} Table {row.table}  {row.label:<34} {row.overrides}")
         return 0
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise CommandError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+    seeds = _seeds(args.seeds)
     cfg = load_config(args.config, args.set)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     result = run_ablation(cfg, args.data, args.scores, args.out, rows=rows, seeds=seeds, steps=args.steps,

@@ -35,7 +35,7 @@ from irgpt.data.io import atomic_write_json, read_manifest
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.tune.space import Space, apply_overrides, load_space
-from irgpt.tune.trial import EVAL_LIMIT, objective_mode, run_trial
+from irgpt.tune.trial import EVAL_LIMIT, METRICS_FILE, objective_mode, reportable, run_trial
 
 EXPERIMENT = "tune"
 ARGS_FILE = "tune_args.json"
@@ -86,6 +86,31 @@ class TrialSetup:
     eval_limit: int | None = EVAL_LIMIT
     evaluate_each_stage: bool = False
     trial_fn: Callable | None = None
+    seeds: list[int] = field(default_factory=list)
+    """Repeat each trial over these seeds (`--seeds`); empty = one run with the config's seed."""
+    seed_models: dict = field(default_factory=dict)
+    """seed (as text) -> base model directory, when the seeds share no base model."""
+
+
+def seed_summary(runs: list[dict], seeds: Sequence[int]) -> dict:
+    """One trial's runs over seeds: the mean of every reported figure, the objective's spread
+    (sample std and 95% t-interval) and each seed's own metrics."""
+    import math
+
+    from irgpt.tune.stats import spread
+
+    out: dict = {"seeds": len(runs), "per_seed": {str(s): r for s, r in zip(seeds, runs)}}
+    for key in ("objective", "psum", "nsum", "nsum_median", "far_off_share", "final_val_loss",
+                "initial_val_loss", "unigram_val_loss", "final_retrieval_r1", "steps", "seconds", "eval_rows"):
+        values = [r.get(key) for r in runs]
+        out[key] = spread(values)["mean"] if any(v is not None for v in values) else None
+    objective = spread([r.get("objective") for r in runs])
+    out["objective_std"] = objective["std"]
+    out["objective_ci_low"], out["objective_ci_high"] = objective["ci95"] or (None, None)
+    out["evals"] = min(int(r.get("evals") or 0) for r in runs)
+    out["stage"] = max(int(r.get("stage") or 0) for r in runs)
+    out["seconds"] = math.fsum(float(r.get("seconds") or 0.0) for r in runs)
+    return out
 
 
 def make_trainable(setup: TrialSetup):
@@ -102,9 +127,20 @@ def make_trainable(setup: TrialSetup):
         cfg = apply_overrides(Config.from_dict(setup.base), config, setup.encoded)
         trial_dir = Path(setup.trials_dir) / tune.get_context().get_trial_id()
         fn = setup.trial_fn or run_trial
-        fn(cfg, setup.data_dir, setup.score_dirs, trial_dir, base_model=setup.base_model,
-           eval_limit=setup.eval_limit, evaluate_each_stage=setup.evaluate_each_stage,
-           report=tune.report, train_callbacks=stage_callbacks)
+        if not setup.seeds:
+            fn(cfg, setup.data_dir, setup.score_dirs, trial_dir, base_model=setup.base_model,
+               eval_limit=setup.eval_limit, evaluate_each_stage=setup.evaluate_each_stage,
+               report=tune.report, train_callbacks=stage_callbacks)
+            return
+        runs = []
+        for seed in setup.seeds:  # one run per seed, one report of their mean (Tune ranks by it)
+            seeded = apply_overrides(cfg, {"train.seed": seed, "curriculum.seed": seed}, source=f"seed {seed}")
+            runs.append(fn(seeded, setup.data_dir, setup.score_dirs, trial_dir / f"seed{seed}",
+                           base_model=setup.seed_models.get(str(seed), setup.base_model),
+                           eval_limit=setup.eval_limit, train_callbacks=stage_callbacks))
+        summary = seed_summary(runs, setup.seeds)
+        atomic_write_json(trial_dir / METRICS_FILE, summary)
+        tune.report(reportable(summary))
 
     return irgpt_trial
 
@@ -162,8 +198,12 @@ def _args_record(cfg, data_dir, score_dirs, space, trial_steps, eval_limit) -> d
 def run_tune(cfg: Config, data_dir: str | Path | None = None, score_dirs: Sequence[str | Path] | None = None,
              out_dir: str | Path | None = None, *, space: str | Path | None = None, resume: bool = False,
              trial_steps: int | None = None, eval_limit: int | None = EVAL_LIMIT, stop_after: int | None = None,
-             base_model: str | Path | None = None, trial_fn: Callable | None = None) -> dict:
+             base_model: str | Path | None = None, trial_fn: Callable | None = None,
+             seeds: Sequence[int] | None = None) -> dict:
     """Run (or `resume`) the experiment; write the results; return a summary (see module doc).
+
+    `seeds`: repeat every trial over these seeds (setting `train.seed` and
+    `curriculum.seed`); the trial reports the mean objective and its interval.
 
     Paths default to `default_paths(cfg)`; `space` to `tune.space`.
     `trial_fn` replaces `run_trial` (same signature), e.g. in tests.
@@ -187,7 +227,10 @@ def run_tune(cfg: Config, data_dir: str | Path | None = None, score_dirs: Sequen
     from irgpt.tune.resources import TRIAL_RESOURCES, plan_concurrency
 
     exp_dir = out_dir / "ray" / EXPERIMENT
-    record = _args_record(cfg, data_dir, score_dirs, space, trial_steps, eval_limit)
+    seeds = list(dict.fromkeys(int(x) for x in seeds)) if seeds else []
+    if seeds and {"train.seed", "curriculum.seed"} & set(space.keys):
+        raise CommandError(f"--seeds repeats each trial over seeds; the space {space.path} searches a seed itself")
+    record = {**_args_record(cfg, data_dir, score_dirs, space, trial_steps, eval_limit), "seeds": seeds}
     if resume:
         _check_resume(out_dir, exp_dir, record, stop_after)
     elif exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir)):
@@ -198,14 +241,20 @@ def run_tune(cfg: Config, data_dir: str | Path | None = None, score_dirs: Sequen
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     out_dir.mkdir(parents=True, exist_ok=True)
     trial_cfg = with_trial_budget(cfg, trial_steps)
+    seed_models: dict[str, str] = {}
     if base_model is None and not set(BASE_KEYS) & set(space.keys):
         from irgpt.train.trainer import prepare_base_model
 
-        base_model = prepare_base_model(trial_cfg, data_dir, out_dir / "base")
+        if seeds:  # train.seed sets the base model's init: one per seed, shared by every trial
+            seed_models = {str(x): str(prepare_base_model(apply_overrides(trial_cfg, {"train.seed": x}), data_dir,
+                                                          out_dir / "base" / f"seed{x}")) for x in seeds}
+        else:
+            base_model = prepare_base_model(trial_cfg, data_dir, out_dir / "base")
     setup = TrialSetup(base=trial_cfg.to_dict(), data_dir=str(data_dir), score_dirs=[str(d) for d in score_dirs],
                        trials_dir=str(out_dir / TRIALS_DIR), encoded=space.encoded,
                        base_model=str(base_model) if base_model else None, eval_limit=eval_limit,
-                       evaluate_each_stage=planned_evals > 1 and cfg.tune.scheduler == "asha", trial_fn=trial_fn)
+                       evaluate_each_stage=planned_evals > 1 and cfg.tune.scheduler == "asha" and not seeds,
+                       trial_fn=trial_fn, seeds=seeds, seed_models=seed_models)
     trainable = tune.with_resources(make_trainable(setup), TRIAL_RESOURCES)
     concurrency = plan_concurrency(cfg)
     t0 = time.perf_counter()
@@ -253,8 +302,8 @@ def _check_resume(out_dir: Path, exp_dir: Path, record: dict, stop_after: int | 
         raise CommandError(f"{out_dir}: no experiment to resume (no Tune state in {exp_dir})")
     args_path = out_dir / ARGS_FILE
     before = json.loads(args_path.read_text()) if args_path.is_file() else {}
-    diffs = [k for k in ("config_hash", "data_dir", "score_dirs", "space_keys", "trial_steps", "eval_limit")
-             if before.get(k) != record[k]]
+    diffs = [k for k in ("config_hash", "data_dir", "score_dirs", "space_keys", "trial_steps", "eval_limit", "seeds")
+             if before.get(k, [] if k == "seeds" else None) != record[k]]
     if diffs:
         raise CommandError(f"{out_dir}: the experiment was started with other inputs ({', '.join(diffs)} differ; "
                            f"see {args_path}); resume with the same --config/--set/--space/--data/--scores")

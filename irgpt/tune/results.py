@@ -29,7 +29,9 @@ from irgpt.config import Config
 from irgpt.data.io import atomic_write_bytes
 from irgpt.tune.space import Space, apply_overrides
 
-METRIC_COLUMNS = ["objective", "psum", "nsum", "final_val_loss", "seconds", "evals", "status", "error"]
+METRIC_COLUMNS = ["objective", "objective_ci_low", "objective_ci_high", "seeds", "psum", "nsum", "nsum_median",
+                  "final_val_loss", "seconds", "evals", "status", "error"]
+"""objective_ci_*: the 95% t-interval of the mean objective over `--seeds` (empty for one seed)."""
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_\d+_")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -83,7 +85,8 @@ def trial_rows(results, space: Space, planned_evals: int) -> list[dict]:
         row = {"trial_id": _trial_id(result)}
         config = result.config or {}
         row.update({k: config.get(k) for k in space.keys})
-        row.update({k: _number(last.get(k)) for k in ("objective", "psum", "nsum", "final_val_loss", "seconds")})
+        row.update({k: _number(last.get(k)) for k in ("objective", "objective_ci_low", "objective_ci_high", "seeds",
+                                                        "psum", "nsum", "nsum_median", "final_val_loss", "seconds")})
         error = _error_line(result.error) if result.error is not None else None
         row.update({"evals": evals, "status": status, "error": error})
         rows.append(row)

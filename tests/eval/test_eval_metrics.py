@@ -145,6 +145,7 @@ def test_location_metrics_averages_samples():
     assert result["unmatched_gt_points"] == 1
     assert result["unmatched_pred_points"] == 1
     assert result["mean_matched_distance"] == pytest.approx(10.0)  # (0 + 30 + 0) / 3
+    assert result["median_error"] == pytest.approx(P / 2)  # median of 15, P, P/2
 
 
 def test_counting_with_an_unparseable_answer():
@@ -153,4 +154,7 @@ def test_counting_with_an_unparseable_answer():
     assert result["score"] == 2.0  # (2 + 4 + 0) / 3
     assert result["mse"] == pytest.approx(20 / 3)  # (4 + 16 + 0) / 3
     assert result["rmse"] == pytest.approx(math.sqrt(20 / 3))  # 2.5820
+    assert result["median_error"] == 2.0 and result["far_off_share"] == 0.0
+    far = counting_metrics([0, 4, 7], [11, 45, 77])  # errors 11 > 10 x max(0, 1), 41 > 10 x 4, 70 = 10 x 7 (not more)
+    assert far["far_off_share"] == pytest.approx(2 / 3)
     assert counting_metrics([], [])["score"] is None

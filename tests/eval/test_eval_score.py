@@ -233,8 +233,8 @@ def test_summarise():
     results = {
         "scene": {"score": 50.0},
         "reid": {"score": 100.0},
-        "location": {"score": 15.0},
-        "aerial_counting": {"score": 3.0},
+        "location": {"score": 15.0, "median_error": 12.0},
+        "aerial_counting": {"score": 3.0, "median_error": 1.0, "far_off_share": 0.25, "n": 8},
         "grounding": {"score": None},  # no scorable samples: not present
     }
     assert summarise(results) == {
@@ -242,7 +242,22 @@ def test_summarise():
         "psum_tasks": ["scene", "reid"],
         "nsum": 18.0,
         "nsum_tasks": ["location", "aerial_counting"],
+        "nsum_median": 13.0,
+        "far_off_share": 0.25,
     }
+
+
+def test_one_absurd_count_dominates_nsum_but_not_its_robust_companions():
+    """The issue's case: a 15-digit count makes nsum meaningless; nsum_median and the
+    far-off share still rank the answers."""
+    samples = [Sample(str(i), str(gt), task="pedestrian_counting") for i, gt in enumerate([3, 5, 2, 4, 6])]
+    sane = {"0": "3", "1": "4", "2": "2", "3": "5", "4": "6"}
+    absurd = {**sane, "4": "143476810144902"}
+    a, b = score_all(samples, sane), score_all(samples, absurd)
+    assert a["nsum"] == pytest.approx(0.4) and b["nsum"] > 1e13
+    assert a["nsum_median"] == 0.0 and b["nsum_median"] == 1.0  # errors 0,1,0,1,0 vs 0,1,0,1,huge
+    assert a["far_off_share"] == 0.0 and b["far_off_share"] == pytest.approx(0.2)
+    assert "20.0% of counting answers more than 10x off" in format_table(b)
 
 
 def test_format_table_columns_in_paper_order():

@@ -53,7 +53,9 @@ def test_one_worker_zero0_matches_the_plain_loop(ray_local, data):
     cfg = load_config(None, OVERRIDES)
     run = data["root"] / "RUN"
     summary = train(cfg, "1", data["samples"], data["tiers"], run)
-    assert summary["stage1"]["steps"] == STEPS
+    steps = summary["stage1"]["steps"]
+    assert 4 <= steps <= STEPS  # the budget shrinks every tier alike; each of the 4 tiers still runs
+    assert all(n > 0 for n in summary["stage1"]["rows_seen_per_tier"])
     records = [r for r in read_metrics(run / "stage1" / "metrics.jsonl") if "loss" in r]
 
     # the Ray worker holds 1 CPU, so it runs one torch thread: match it (same GEMM summation order)
@@ -61,4 +63,4 @@ def test_one_worker_zero0_matches_the_plain_loop(ray_local, data):
     assert [r["tier"] for r in records] == ref["tiers"]
     assert [r["lr"] for r in records] == pytest.approx(ref["lrs"], rel=1e-9, abs=1e-12)
     assert [r["loss"] for r in records] == pytest.approx(ref["losses"], rel=1e-5)
-    assert len(set(ref["losses"])) == STEPS  # a real run: the steps differ
+    assert len(ref["losses"]) == steps and len(set(ref["losses"])) == steps  # a real run: the steps differ

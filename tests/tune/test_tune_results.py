@@ -50,8 +50,9 @@ def test_rows_status_and_best(tmp_path):
 
     files = write_table(tmp_path, rows, space)
     csv = pd.read_csv(files[0])
-    assert list(csv.columns) == ["trial_id", "curriculum.m", "scoring.lesson2.weights.clip", "objective", "psum",
-                                 "nsum", "final_val_loss", "seconds", "evals", "status", "error"]
+    assert list(csv.columns) == ["trial_id", "curriculum.m", "scoring.lesson2.weights.clip", "objective",
+                                 "objective_ci_low", "objective_ci_high", "seeds", "psum", "nsum", "nsum_median",
+                                 "final_val_loss", "seconds", "evals", "status", "error"]
     assert pd.read_parquet(files[1]).shape == csv.shape
 
 
