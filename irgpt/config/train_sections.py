@@ -39,6 +39,10 @@ class StageConfig:
     """A step budget (trials, smoke runs): every tier keeps the same fraction of its
     rows so the whole schedule fits in about this many optimizer steps; the
     schedule's tail is never cut (docs/curriculum.md, "Budgets")."""
+    train_llm: bool = False
+    """Stage 1 only: train the LLM and its output head too. Off = the method (vision
+    encoder + projector against a frozen LLM). For the tiny stand-in, whose 2-layer
+    LLM cannot learn to read visual tokens while frozen (docs/experiments.md)."""
     data_fraction: float = 1.0
     """A row budget: every tier keeps this fraction of its rows (seeded, the same
     rows for every schedule). With max_steps too, the smaller budget wins."""
@@ -130,6 +134,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.stage2.train_llm:
+            raise ValueError("stage2: train_llm applies to stage 1 only (stage 2 trains LoRA adapters on the LLM)")
         for name in ("val_every", "val_retrieval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")

@@ -64,8 +64,12 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def apply_stage(model, stage: int, lora_cfg: LoraConfig | None = None):
+def apply_stage(model, stage: int, lora_cfg: LoraConfig | None = None, train_llm: bool = False):
     """Set `requires_grad` for `stage` (1 or 2) and return the model to train.
+
+    `train_llm` (stage 1 only, `train.stage1.train_llm`): the LLM and its output
+    head train too, a deviation from the method for stand-in models whose LLM
+    cannot read visual tokens (docs/experiments.md says why).
 
     Stage 1 returns `model` itself; stage 2 returns a `peft.PeftModel`
     wrapping it (LoRA on the modules `lora_cfg.target_modules` matches, the
@@ -76,9 +80,13 @@ def apply_stage(model, stage: int, lora_cfg: LoraConfig | None = None):
         raise CommandError(f"training stage must be 1 or 2, got {stage!r}")
     parts = vlm_parts(model)
     if stage == 1:
+        head = {id(p) for p in model.get_output_embeddings().parameters()} if train_llm else set()
         for name, param in model.named_parameters():
-            param.requires_grad_(_under(name, parts.vision) or _under(name, parts.projector))
+            param.requires_grad_(_under(name, parts.vision) or _under(name, parts.projector)
+                                 or (train_llm and (_under(name, parts.llm) or id(param) in head)))
         return model
+    if train_llm:
+        raise CommandError("train_llm applies to stage 1 only (stage 2 trains LoRA adapters on the LLM)")
 
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model

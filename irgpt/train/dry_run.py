@@ -197,6 +197,8 @@ def dry_run(cfg: Config, strict: bool = False, file=None) -> dict:
             continue
         if key == "stage1":
             n_params, trainable = counts["total"], counts["vision"] + counts["projector"]
+            if stage_cfg.train_llm:  # the LLM and its head (counted under "other") train too
+                trainable = counts["total"]
         else:  # LoRA + the trainable projector copy (the frozen original stays in memory)
             n_params = counts["total"] + counts["lora"] + counts["projector"]
             trainable = counts["lora"] + counts["projector"]

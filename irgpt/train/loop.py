@@ -104,12 +104,16 @@ def _mean_val_loss(engine, collator, samples: list[dict], micro: int, world_size
 
 
 def _retrieval_r1(engine, collator, pairs: list[dict], micro: int, rank: int, world_size: int) -> float:
-    """Image-to-caption R@1 among `pairs` (the same list on every rank), all-reduced.
+    """Image-to-caption R@1 among `pairs` (the same list on every rank).
 
-    Each image ranks every candidate caption by the model's mean answer-token
-    CE with that image; a hit is a best caption whose text equals the image's
-    own (synthetic templates can repeat). Images are split over ranks
-    (i = rank, rank + world, ...); every rank runs as many forwards (ZeRO-3).
+    L[i, j] = the model's mean answer-token CE of caption j given image i, for
+    all K x K pairs (images split over ranks, i = rank, rank + world, ...;
+    every rank runs as many forwards, as ZeRO-3 needs). Image i retrieves the
+    caption j minimising L[i, j] - mean_i' L[i', j]: each caption's loss
+    relative to its average over the K images, so a caption the language model
+    finds easy whatever the image (a short or common one) cannot win for every
+    image. A hit is a retrieved caption whose text equals image i's own
+    (synthetic templates can repeat). Chance is about 1 / K.
     """
     import torch.distributed as dist
 
@@ -118,26 +122,26 @@ def _retrieval_r1(engine, collator, pairs: list[dict], micro: int, rank: int, wo
 
     k = len(pairs)
     texts = [answer_text(p["conversations"]) for p in pairs]
-    hits = torch.zeros(2, dtype=torch.float64)
+    losses = torch.zeros((k, k), dtype=torch.float64)
     engine.eval()
     with torch.no_grad():
         for t in range(-(-k // world_size)):
             i = rank + t * world_size
             image = pairs[min(i, k - 1)]["image"]
-            losses = []
+            row = []
             for lo in range(0, k, micro):
                 batch = collator([{"sample_id": f"r{i}-{j}", "image": image, "conversations": pairs[j]["conversations"],
                                    "weight": 1.0, "tier": 0, "pad": False} for j in range(lo, min(k, lo + micro))])
                 batch = {n: v.to(engine.device) if hasattr(v, "to") else v for n, v in batch.items()}
                 ce, _ = per_sample_ce(engine(**model_inputs(batch, _dtype(engine))).logits, batch["labels"])
-                losses.append(ce.float().cpu())
+                row.append(ce.double().cpu())
             if i < k:  # else a filler image: its forwards keep ZeRO-3's collectives in step
-                best = int(torch.cat(losses).argmin())
-                hits += torch.tensor([float(texts[best] == texts[i]), 1.0], dtype=torch.float64)
+                losses[i] = torch.cat(row)
     engine.train()
     if world_size > 1 and dist.is_initialized():
-        dist.all_reduce(hits, op=dist.ReduceOp.SUM)
-    return float(hits[0] / hits[1]) if hits[1] > 0 else float("nan")
+        dist.all_reduce(losses, op=dist.ReduceOp.SUM)
+    best = (losses - losses.mean(dim=0, keepdim=True)).argmin(dim=1).tolist()
+    return sum(texts[j] == texts[i] for i, j in enumerate(best)) / k
 
 
 def _dtype(engine):
@@ -177,7 +181,7 @@ def train_loop_per_worker(config: dict) -> None:
     _seed_everything(cfg.train.seed + 1000 * stage)
 
     loaded = load_vlm(config["init_model"], trust_remote_code=cfg.train.trust_remote_code)
-    model = apply_stage(loaded.model, stage, cfg.train.lora)
+    model = apply_stage(loaded.model, stage, cfg.train.lora, train_llm=stage_cfg.train_llm)
     collator = VLMCollator(loaded.tokenizer, loaded.spec, cfg.train.max_length,
                            use_weights=(stage == 1 and cfg.curriculum.weights))
     iterator = make_iterator(config["iterator"], rank, world_size, stage_cfg.micro_batch_size, config["grad_accum"])

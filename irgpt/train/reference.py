@@ -81,7 +81,7 @@ def run_reference(cfg: Config, data_dir: str | Path, tiers_dir: str | Path, base
     try:
         _seed_everything(cfg.train.seed + 1000 * stage)
         loaded = load_vlm(base_model, trust_remote_code=cfg.train.trust_remote_code)
-        model = apply_stage(loaded.model, stage, cfg.train.lora)
+        model = apply_stage(loaded.model, stage, cfg.train.lora, train_llm=stage_cfg.train_llm)
         model.train()
         collator = VLMCollator(loaded.tokenizer, loaded.spec, cfg.train.max_length,
                                use_weights=cfg.curriculum.weights)

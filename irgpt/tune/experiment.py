@@ -168,8 +168,11 @@ def markdown(result: dict, tables: str) -> str:
         f"config hash `{result['config_hash']}`. Do not edit by hand: rerun the command.",
         "",
         f"Scale: {synth['num_samples']} synthetic scenes of {synth['image_size']} px "
-        f"({100 * synth['misaligned_fraction']:.0f}% of captions misaligned), the tiny random-init VLM, "
-        f"stage 1 at lr {s1['lr']} for {s1['epochs']} epoch(s) of global batch {s1['global_batch_size']} on "
+        f"({100 * synth['misaligned_fraction']:.0f}% of captions misaligned), the tiny VLM (random init; its LLM "
+        f"text warm-started for {cfg['train']['tiny_lm']['steps']} steps, train.tiny_lm), stage 1 "
+        + ("training vision encoder, projector and LLM (train.stage1.train_llm) " if s1["train_llm"] else
+           "training vision encoder and projector ")
+        + f"at lr {s1['lr']} for {s1['epochs']} epoch(s) of global batch {s1['global_batch_size']} on "
         f"{cfg['train']['num_workers']} Ray Train worker(s); curriculum M={cfg['curriculum']['m']}. "
         f"Wall time {sec['total'] / 60:.1f} min: data and scores {sec['prepare']:.0f} s, stage 1 for every "
         f"row and seed {sec['stage1_rows']:.0f} s, stage 2 and the benchmark {sec['stage2']:.0f} s.",
