@@ -29,10 +29,16 @@ def ensure_ray(cfg: RayConfig | None = None) -> None:
         "PYTHONUNBUFFERED": "1",
     }
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
-    kwargs: dict = {"log_to_driver": True, "include_dashboard": False}
+    kwargs: dict = {"log_to_driver": True}
     if address:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+        ray.init(address=address, **kwargs)
     else:
+        # A local Ray starts its dashboard, on loopback only: Ray's state API is served
+        # by it, and Ray Train V2's PlacementGroupCleaner polls that API for the
+        # controller's state. Without it every poll failed ("Failed to query Ray Train
+        # Controller actor state", hundreds of lines a run) and the cleaner could never
+        # remove the placement group of a crashed controller.
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_memory_mb:

@@ -38,6 +38,23 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose keys must be unique: PyYAML keeps the last of two equal keys silently."""
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"duplicate key {key!r} (first at line {seen[key] + 1}); a repeated key would silently replace "
+                "the first value", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_yaml(text: str) -> Any:
     """YAML text -> Python values: the one YAML reader of configs, overrides and search spaces."""
     return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: no arbitrary objects
@@ -184,6 +201,8 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the config as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:

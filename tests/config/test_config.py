@@ -106,3 +106,35 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     assert load_config(None, ["train.stage2.lr=3e-3"]).train.stage2.lr == 3e-3
     with pytest.raises(ConfigError, match=r"train\.stage2\.lr \(in --set train\.stage2\.lr=3e-3x\): expected a number"):
         load_config(None, ["train.stage2.lr=3e-3x"])
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ("train.stage1.lr=-1", "train.stage1.lr", "finite number > 0"),
+    ("train.stage2.lr=0", "train.stage2.lr", "finite number > 0"),
+    ("train.stage1.epochs=0", "train.stage1.epochs", ">= 1"),
+    ("train.stage1.max_steps=0", "train.stage1.max_steps", ">= 1"),
+    ("train.stage1.data_fraction=1.5", "train.stage1.data_fraction", "(0, 1]"),
+    ("train.lora.r=0", "train.lora.r", "LoRA rank must be >= 1"),
+    ("train.val_every=-1", "train.val_every", ">= 0"),
+    ("train.tiny_lm.steps=-1", "train.tiny_lm.steps", "steps >= 0"),
+    ("train.stage2.train_llm=true", "train.stage2", "stage 1 only"),
+])
+def test_values_are_checked_at_load_time_and_name_their_key(override, key, words):
+    from irgpt.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(key) and words in str(err.value)
+
+
+def test_duplicate_keys_and_undecodable_files_are_refused(tmp_path):
+    from irgpt.config import ConfigError, load_config
+
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  stage1:\n    lr: 1.0e-3\n  stage1:\n    epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'stage1' \(first at line 2\)"):
+        load_config(dup)
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"train:\n  model: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not UTF-8 text \(byte 16"):
+        load_config(bad)

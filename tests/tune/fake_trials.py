@@ -73,3 +73,15 @@ def quick_trial(cfg, data_dir, score_dirs, trial_dir, *, report=None, evaluate_e
         if report:
             report(metrics)
     return metrics
+
+
+def seeded_trial(cfg, data_dir, score_dirs, trial_dir, *, report=None, **_):
+    """One run of a seed (`irgpt tune --seeds`): objective = the config's + 0.1 x seed."""
+    assert cfg.curriculum.seed == cfg.train.seed, "a seed sets train.seed and curriculum.seed"
+    _mark(Path(trial_dir))
+    value = _objective(cfg) + 0.1 * cfg.train.seed
+    metrics = {"objective": value, "psum": 10.0 + value, "nsum": 10.0, "nsum_median": 9.0, "final_val_loss": -value,
+               "seconds": 0.01, "evals": 1, "stage": 1}
+    if report:
+        report(metrics)
+    return metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fake_trials import quick_trial, torch_trial
+from fake_trials import quick_trial, seeded_trial, torch_trial
 
 from irgpt.config import load_config
 from irgpt.errors import CommandError
@@ -107,3 +107,28 @@ def test_asha_stops_trials_after_stage_one(ray_local, handmade, tmp_path):
     assert df.loc[3, "status"] == "done" and df.loc[3, "evals"] == 2
     assert df.loc[5, "status"] == "stopped" and df.loc[5, "evals"] == 1
     assert summary["best"]["curriculum.m"] == 3
+
+
+def test_seeds_repeat_each_trial_and_rank_by_the_mean(ray_local, handmade, tmp_path):
+    """--seeds 0,1,2: every trial runs once per seed; trials.csv has the mean objective and its
+    95% t-interval (objective + 0.1 x seed: mean +0.1, std 0.1, half-width 4.3027 x 0.1 / sqrt(3))."""
+    cfg = load_config(None, ["tune.num_samples=1", "tune.scheduler=none", "curriculum.lam=0"])
+    out = tmp_path / "out"
+    summary = run_tune(cfg, handmade["data"], handmade["scores"], out, space=_space(tmp_path, (2, 3)),
+                       base_model=tmp_path, trial_fn=seeded_trial, seeds=[0, 1, 2])
+    assert summary["counts"]["done"] == 2
+    df = pd.read_csv(out / "trials.csv").set_index("curriculum.m")
+    assert df.loc[3, "objective"] == pytest.approx(0.1) and df.loc[2, "objective"] == pytest.approx(-0.9)
+    half = 4.302653 * 0.1 / 3 ** 0.5
+    assert df.loc[3, "objective_ci_low"] == pytest.approx(0.1 - half, abs=1e-5)
+    assert df.loc[3, "objective_ci_high"] == pytest.approx(0.1 + half, abs=1e-5)
+    assert (df["seeds"] == 3).all() and summary["best"]["curriculum.m"] == 3
+    for trial in (out / "trials").iterdir():
+        assert sorted(p.name for p in trial.iterdir() if p.is_dir()) == ["seed0", "seed1", "seed2"]
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert sorted(metrics["per_seed"]) == ["0", "1", "2"]
+    with pytest.raises(CommandError, match="searches a seed itself"):
+        seed_space = tmp_path / "seed.yaml"
+        seed_space.write_text("train.seed: {type: grid, values: [0, 1]}\n")
+        run_tune(cfg, handmade["data"], handmade["scores"], tmp_path / "o2", space=seed_space, base_model=tmp_path,
+                 trial_fn=seeded_trial, seeds=[0, 1])
