@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from irgpt.cli_util import run_interruptible
 from irgpt.errors import CommandError
 
 # (module path) for every subsystem that adds commands; order = help order.
@@ -47,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        result = args.func(args)
-    except CommandError as exc:
-        print(f"irgpt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return int(result or 0)
+    def command() -> int:
+        try:
+            return int(args.func(args) or 0)
+        except CommandError as exc:
+            print(f"irgpt {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run_interruptible(command, f"irgpt {args.command}")
 
 
 if __name__ == "__main__":

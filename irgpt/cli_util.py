@@ -28,3 +28,38 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (default: the built-in defaults = demo scale)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set curriculum.m=6 (repeatable)")
+
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)."""
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_interruptible(fn, label: str) -> int:
+    """Run `fn()`; Ctrl-C or SIGTERM ends it with one line and exit 130, no traceback.
+
+    Every command either commits its outputs part by part (a rerun resumes) or
+    swaps them in whole at the end (a rerun starts again), so the line says to
+    rerun. A local Ray this process started is shut down, so no Ray process stays
+    behind.
+    """
+    import signal
+    import sys
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print(f"{label}: interrupted: rerun the same command to resume", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            try:
+                ray.shutdown()
+            except BaseException:  # noqa: BLE001 - already stopping; never mask the exit status
+                pass

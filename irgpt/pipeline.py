@@ -167,7 +167,7 @@ class Pipeline:
 
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
-        manifest = synthesize(self.cfg.data.synth, self.data_dir)
+        manifest = synthesize(self.cfg.data.synth, self.data_dir, overwrite=True)  # the run owns its data dir
         return {"num_rows": manifest.get("num_rows"), "composition": manifest.get("composition")}
 
     def _do_fe_train(self, resume: bool) -> dict:

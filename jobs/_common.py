@@ -31,14 +31,19 @@ def load(args):
 
 
 def main(fn) -> None:
-    """Run `fn()`; user errors exit 2 with one line, anything else 1 with a traceback."""
-    try:
-        code = fn()
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
-        traceback.print_exc()
-        print("error: the job failed (traceback above)", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(int(code or 0))
+    """Run `fn()`; user errors exit 2 with one line, anything else 1 with a traceback,
+    Ctrl-C / SIGTERM 130 with one line (irgpt.cli_util.run_interruptible)."""
+    from irgpt.cli_util import run_interruptible
+
+    def job() -> int:
+        try:
+            return int(fn() or 0)
+        except CommandError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except Exception:
+            traceback.print_exc()
+            print("error: the job failed (traceback above)", file=sys.stderr)
+            return 1
+
+    sys.exit(run_interruptible(job, Path(sys.argv[0]).name))

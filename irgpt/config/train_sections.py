@@ -191,6 +191,14 @@ class EvalConfig:
     num_gpus: float = 0.0
     limit: int | None = None
     """Evaluate only the first N benchmark rows by id (smoke runs); null = all."""
+    max_error_rate: float = 0.02
+    """Generation errors (OOM, dtype, device: scored as empty answers) above this share
+    of the rows make `irgpt eval run` fail after writing its outputs, and a Tune trial
+    end as an error: a broken model must not get a valid, poor score."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ValueError(f"max_error_rate: must be in [0, 1], got {self.max_error_rate}")
 
 
 @dataclass

@@ -171,6 +171,23 @@ def join_scores(
     for i in np.flatnonzero(rejected):
         missing = [f"no Lesson {k} score" for k, used, have in ((1, use_l1, in_l1[i]), (2, use_l2, in_l2[i])) if used and not have]
         reason[i] = "; ".join(missing)
+    # A score that is NaN, infinite or null (a scorer that failed on the row) must not
+    # be ranked: the row is rejected with the columns named.
+    bad = np.zeros(n, dtype=object)
+    for lesson, t, used, present, names in ((1, l1, use_l1, in_l1, ("rank_l1", "d_ir_vis")),
+                                            (2, l2, use_l2, in_l2, ("rank_l2", "alpha", "weight"))):
+        if t is None or not used:
+            continue
+        pos = pos_1 if lesson == 1 else pos_2
+        for name in names:
+            if name not in t.column_names:
+                continue
+            values = np.asarray(column(t, pos, name).to_numpy(zero_copy_only=False), dtype=np.float64)
+            broken = present & ~np.isfinite(values)
+            for i in np.flatnonzero(broken & (status == STATUS_TIER)):
+                bad[i] = (f"{bad[i]}, " if bad[i] else "") + f"non-finite {name}"
+    for i in np.flatnonzero(bad != 0):
+        status[i], reason[i] = STATUS_REJECT, bad[i]
     return pa.table(
         {
             "sample_id": ids,

@@ -74,6 +74,9 @@ def build_tiers(
     data = inspect_dataset(data_dir)
     scores = detect_scores(list(score_dirs))
     check_inputs(data, scores, cfg, split)
+    if cfg.m > data.rows:
+        raise CommandError(f"curriculum.m={cfg.m} is more tiers than {data.path} has rows ({data.rows}); "
+                           "every tier must hold at least one row")
     chosen = choose_engine(engine, data.rows, max((s.rows for s in scores.values()), default=0))
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -89,6 +92,15 @@ def build_tiers(
             from irgpt.curriculum.tier_ray import run_ray
 
             result = run_ray(data, scores, tmp, cfg, ray_cfg=ray_cfg, **kwargs)
+        if result.n < cfg.m:
+            counts = summarize_counts(result.count_rows)
+            raise CommandError(
+                f"{result.n} rows were tiered, fewer than curriculum.m={cfg.m} tiers"
+                + (f" (split {split!r})" if split else "") + "; row statuses: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items() if isinstance(v, int) and v)
+                + "".join(f", orphan Lesson {k[-1]} score rows (ids not in the data) {v}"
+                          for k, v in counts["orphan_scores"].items() if v)
+                + ". Check that the score tables' sample_id values match the data's")
         manifest = _manifest(data, scores, cfg, result, chosen, split, rows_per_part, reweight)
         write_rejects(tmp, _rejects(result.rejects, data.path))
         write_manifest(tmp, manifest)

@@ -24,13 +24,12 @@ from irgpt.config.loader import config_hash, to_dict
 from irgpt.config.sections import ImportConfig
 from irgpt.data.images import ImageRejected, PreparedImage, prepare_image
 from irgpt.data.io import (
-    MANIFEST,
     REJECTS_DIR,
     REJECTS_FILE,
     base_manifest,
     count_by,
     shard_name,
-    shard_paths,
+    staged_output,
     write_manifest,
     write_rejects,
     write_table,
@@ -248,21 +247,6 @@ def _check_options(band, task, split, root_map, image_root, workers, shard_rows)
         raise CommandError(f"--image-root {image_root}: not a directory")
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    existing = [out_dir / MANIFEST, *shard_paths(out_dir)] if out_dir.is_dir() else []
-    existing = [p for p in existing if p.exists()]
-    if existing and not overwrite:
-        raise CommandError(
-            f"{out_dir}: already holds a dataset ({existing[0].name}); pass --overwrite to replace it"
-        )
-    for p in [*existing, out_dir / REJECTS_DIR / REJECTS_FILE]:
-        p.unlink(missing_ok=True)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(f"--out {out_dir}: cannot create it: {exc.strerror or exc}") from exc
-
-
 def import_files(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -293,8 +277,15 @@ def import_files(
     opts = _Options(root_map, band, source, task, split, keep_ids)
     # Parse every input before touching the output: a broken file fails the run cleanly.
     files = [f for p in inputs for f in iter_annotation_files(p, lambda s: remap_path(s, root_map))]
-    out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, overwrite)
+    # Written into a staging directory and swapped in whole (io.staged_output): an
+    # interrupted import leaves the earlier dataset intact, never a mix of shards.
+    with staged_output(Path(out_dir), overwrite=overwrite) as stage:
+        return _import_into(stage, files, image_root, root_map, opts, cfg, shard_rows, workers, log,
+                            dict(band=band, task=task, source=source, split=split, keep_ids=keep_ids))
+
+
+def _import_into(out_dir: Path, files, image_root, root_map, opts, cfg, shard_rows, workers, log,
+                 options: dict) -> dict:
     state = _ImportState(out_dir, cfg, shard_rows, workers, log)
     try:
         inputs_info = []
@@ -322,7 +313,6 @@ def import_files(
                     declared_length=ann.declared_length,
                 )
             inputs_info.append(info)
-        options = dict(band=band, task=task, source=source, split=split, keep_ids=keep_ids)
         return state.finish(inputs_info, root_map, options)
     finally:
         state.close()

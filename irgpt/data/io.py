@@ -23,10 +23,12 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,6 +68,86 @@ def write_table(path: str | Path, table: pa.Table) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _existing_output(out: Path) -> str | None:
+    """What an existing `out` holds: None (absent or empty), "dataset", "partial" or "other"."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return "other"
+    names = [p.name for p in out.iterdir()]
+    if not names:
+        return None
+    if MANIFEST in names:
+        return "dataset"
+    if all(n.startswith(("part-", "_", ".")) for n in names):
+        return "partial"
+    return "other"
+
+
+@contextmanager
+def staged_output(out: str | Path, *, overwrite: bool, flag: str = "--overwrite"):
+    """Write a whole dataset into a sibling staging directory, then swap it in.
+
+        with staged_output(out, overwrite=args.overwrite) as stage:
+            ...write shards, rejects and the manifest into `stage`...
+
+    A kill at any moment leaves `out` as it was (the old dataset, intact) or the
+    new one complete: the swap is one atomic `renameat2(RENAME_EXCHANGE)` on
+    Linux (elsewhere two renames, with a window of microseconds where `out` is
+    absent and the old data sits beside it as `.NAME.old-PID`). A failed or
+    interrupted write removes its staging directory; one left by `kill -9`
+    (`.NAME.incoming-PID`) is removed by the next write. An existing dataset is
+    replaced only with `overwrite`; a directory that holds something other than a
+    dataset is never replaced.
+    """
+    out = Path(out)
+    found = _existing_output(out)
+    if found == "other":
+        raise CommandError(f"{out}: exists and does not hold a dataset (no {MANIFEST}, other files); "
+                           "choose another output directory")
+    if found and not overwrite:
+        what = ("a dataset" if found == "dataset" else
+                "an incomplete dataset (shards without a manifest: an interrupted write of an older version)")
+        raise CommandError(f"{out}: already holds {what}; pass {flag} to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"{out}: cannot create its parent directory: {exc.strerror or exc}") from exc
+    for stale in out.parent.glob(f".{out.name}.incoming-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = out.parent / f".{out.name}.incoming-{os.getpid()}"
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if not out.exists():
+        os.rename(stage, out)
+    elif _exchange(stage, out):  # `out` is the new dataset; `stage` now holds the old one
+        shutil.rmtree(stage, ignore_errors=True)
+    else:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def shard_name(index: int) -> str:

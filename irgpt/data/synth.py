@@ -35,7 +35,7 @@ from irgpt.data.io import (
     composition,
     read_table,
     shard_name,
-    shard_paths,
+    staged_output,
     write_manifest,
     write_rejects,
     write_table,
@@ -251,15 +251,21 @@ def check_config(cfg: SynthConfig) -> None:
         raise CommandError("data.synth: benchmark_fraction + val_fraction must be <= 1")
 
 
-def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True) -> dict:
+def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
     """Generate the dataset into `out_dir` (shards, manifest, empty rejects); returns the manifest.
 
-    Existing `part-*.parquet` shards in `out_dir` that this run does not write
-    are removed, so the directory always holds exactly one dataset.
+    The dataset is written into a staging directory beside `out_dir` and swapped
+    in whole at the end (`io.staged_output`): a kill leaves the old dataset or the
+    new one, never a mix. An existing dataset is replaced only with `overwrite`.
     """
     check_config(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_output(out, overwrite=overwrite) as stage:
+        manifest = _synthesize_into(cfg, stage, progress)
+    return manifest
+
+
+def _synthesize_into(cfg: SynthConfig, out: Path, progress: bool) -> dict:
     n, t0, done = num_shards(cfg), time.perf_counter(), 0
 
     def report(stats: dict) -> None:
@@ -280,9 +286,6 @@ def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True) -> 
             for fut in as_completed([pool.submit(_shard_job, cfg, k, str(out)) for k in range(n)]):
                 report(fut.result())
     written = {shard_name(k) for k in range(n)}
-    for stale in shard_paths(out):
-        if stale.name not in written:
-            stale.unlink()
     elapsed = time.perf_counter() - t0
     table = read_table(out, columns=["band", "task", "source", "split", "gt_misaligned"])
     band_task = Counter(zip(table.column("band").to_pylist(), table.column("task").to_pylist()))

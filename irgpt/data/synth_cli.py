@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="square image side in pixels (data.synth.image_size)")
     parser.add_argument("--misaligned-fraction", type=float, help="data.synth.misaligned_fraction")
     parser.add_argument("--workers", type=int, help="parallel processes (data.synth.num_workers)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset already in --out (it stays intact until the new one is complete)")
     add_config_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-shard progress lines")
 
@@ -47,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # SynthConfig.__post_init__ validation
         raise CommandError(f"data synth: {exc}") from exc
     out = args.out or cfg.data.dir
-    manifest = synthesize(synth, out, progress=not args.quiet)
+    if not out:
+        raise CommandError("data synth: give --out DIR (or set data.dir in the config)")
+    manifest = synthesize(synth, out, progress=not args.quiet, overwrite=args.overwrite)
     comp = manifest["composition"]
     print(f"wrote {manifest['num_rows']} rows from {manifest['num_scenes']} scenes to {out} "
           f"({manifest['num_misaligned']} misaligned captions, {manifest['elapsed_s']}s, "

@@ -555,6 +555,11 @@ def run_benchmark(cfg, model_dir: str | Path, bench_dir: str | Path | None, out_
         },
     })
     _write_outputs(out_dir, rows, answers, report)
+    if len(errors) > ev.max_error_rate * len(rows):
+        first = errors[0]
+        raise CommandError(f"{len(errors)} of {len(rows)} generations failed (more than eval.max_error_rate="
+                           f"{ev.max_error_rate}), e.g. {first['id']}: {first['error']}; the results in {out_dir} "
+                           "score those rows as unparseable and are not a valid evaluation")
     log0(f"[eval] {len(rows)} rows in {seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.2f} rows/s); "
          f"psum {_md_cell(report['psum'])}, nsum {_md_cell(report['nsum'])} "
          f"(median {_md_cell(report.get('nsum_median'))}); {len(errors)} generation errors; wrote {out_dir}")

@@ -89,6 +89,11 @@ def iterator_kwargs(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | N
     if stage == 1:
         if tiers_dir is None:
             raise CommandError("stage 1 reads the curriculum tiers: pass --tiers DIR (from `irgpt tier`)")
+        tiers = read_manifest(tiers_dir)
+        if int(tiers.get("num_tiers", -1)) != cfg.curriculum.m:
+            raise CommandError(f"curriculum.m={cfg.curriculum.m} but {tiers_dir} holds {tiers.get('num_tiers')} tiers; "
+                               f"re-tier with `irgpt tier --set curriculum.m={cfg.curriculum.m}` or train with "
+                               f"--set curriculum.m={tiers.get('num_tiers')}")
         return {"source": str(tiers_dir), "kind": "tiers", **common}
     return {"source": str(data_dir), "kind": "stage2", **common}
 
@@ -211,6 +216,8 @@ def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path |
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
     tiers_dir = Path(tiers_dir).resolve() if tiers_dir else None
     read_manifest(data_dir)
+    if stage in ("1", "all"):
+        iterator_kwargs(cfg, 1, data_dir, tiers_dir)  # tier input and curriculum.m checked before any work
     ensure_ray(cfg.ray)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / ARGS_FILE, {"stage": stage, "data_dir": str(data_dir.resolve()),

@@ -174,7 +174,7 @@ def test_reweight_uses_whole_lesson2_table(tiered, tmp_path):
     assert m["weights"]["config"]["temperature"] == 2.0 and m["weights"]["medians"]["positive"] > 0
 
 
-def test_ties_broken_by_hash_and_more_tiers_than_rows(tmp_path):
+def test_ties_broken_by_hash_and_no_more_tiers_than_rows(tmp_path):
     from irgpt.curriculum.testdata import write_samples
     from irgpt.data.io import base_manifest, write_manifest, write_table
     from irgpt.data.schema import stable_hash
@@ -183,11 +183,39 @@ def test_ties_broken_by_hash_and_more_tiers_than_rows(tmp_path):
     table = pa.table({"sample_id": ids, "band": ["nir"] * 5, "d_ir_vis": [0.0] * 5, "rank_l1": [0.5] * 5})
     write_table(tmp_path / "l1" / "part-00000.parquet", table)
     write_manifest(tmp_path / "l1", base_manifest("scores_l1"))
-    m = build_tiers(tmp_path / "data", [tmp_path / "l1"], tmp_path / "out", CurriculumConfig(m=7, use_l2=False), engine="local")
-    assert m["tier_sizes"] == [1, 1, 1, 1, 1, 0, 0]
-    got = [tier_table(tmp_path / "out", k).column("sample_id").to_pylist() for k in range(7)]
+    with pytest.raises(CommandError, match=r"curriculum.m=7 is more tiers than .*data has rows \(5\)"):
+        build_tiers(tmp_path / "data", [tmp_path / "l1"], tmp_path / "o7", CurriculumConfig(m=7, use_l2=False),
+                    engine="local")
+    assert not (tmp_path / "o7").exists() and not list(tmp_path.glob(".o7*"))  # refused before writing
+    m = build_tiers(tmp_path / "data", [tmp_path / "l1"], tmp_path / "out", CurriculumConfig(m=5, use_l2=False), engine="local")
+    assert m["tier_sizes"] == [1, 1, 1, 1, 1]
+    got = [tier_table(tmp_path / "out", k).column("sample_id").to_pylist() for k in range(5)]
     assert [s for g in got for s in g] == sorted(ids, key=stable_hash)
-    assert pd.read_parquet(tmp_path / "out" / "tier=6").empty
+
+
+def test_non_finite_scores_are_rejects_and_no_tierable_row_is_an_error(tmp_path):
+    from irgpt.curriculum.testdata import write_samples
+    from irgpt.data.io import base_manifest, write_manifest, write_table
+
+    ids = write_samples(tmp_path / "data", 6)
+    d = [0.1, float("nan"), 0.3, float("inf"), 0.5, 0.6]
+    table = pa.table({"sample_id": ids, "band": ["nir"] * 6, "d_ir_vis": d, "rank_l1": [0.1, 0.2, 0.3, 0.4, None, 0.6]})
+    write_table(tmp_path / "l1" / "part-00000.parquet", table)
+    write_manifest(tmp_path / "l1", base_manifest("scores_l1"))
+    m = build_tiers(tmp_path / "data", [tmp_path / "l1"], tmp_path / "out", CurriculumConfig(m=2, use_l2=False),
+                    engine="local")
+    assert m["tier_sizes"] == [2, 1]  # 3 finite rows
+    rejects = read_rejects(tmp_path / "out").to_pylist()
+    assert {r["sample_id"]: r["reason"] for r in rejects} == {
+        ids[1]: "non-finite d_ir_vis", ids[3]: "non-finite d_ir_vis", ids[4]: "non-finite rank_l1"}
+    orphans = pa.table({"sample_id": ["ghost-1", "ghost-2"], "band": ["nir"] * 2, "d_ir_vis": [0.1, 0.2],
+                        "rank_l1": [0.1, 0.2]})
+    write_table(tmp_path / "o" / "part-00000.parquet", orphans)
+    write_manifest(tmp_path / "o", base_manifest("scores_l1"))
+    with pytest.raises(CommandError, match=r"0 rows were tiered, fewer than curriculum.m=2 tiers .*orphan"):
+        build_tiers(tmp_path / "data", [tmp_path / "o"], tmp_path / "out2", CurriculumConfig(m=2, use_l2=False),
+                    engine="local")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_rows_per_part_splits_files(tiered):

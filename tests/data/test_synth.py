@@ -193,11 +193,49 @@ def test_determinism_across_worker_counts(tmp_path):
     assert one["composition"] == two["composition"] and one["config_hash"] != two["config_hash"]
 
 
-def test_rerun_replaces_stale_shards(tmp_path):
-    synthesize(SynthConfig(num_samples=6, shard_scenes=2, num_workers=1), tmp_path, progress=False)
-    synthesize(SynthConfig(num_samples=3, shard_scenes=2, num_workers=1), tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
-    assert len({r["scene_id"] for r in read_table(tmp_path).to_pylist()}) == 3
+def test_an_existing_dataset_is_replaced_only_with_overwrite(tmp_path):
+    out = tmp_path / "D"
+    synthesize(SynthConfig(num_samples=6, shard_scenes=2, num_workers=1), out, progress=False)
+    with pytest.raises(CommandError, match=r"already holds a dataset; pass --overwrite to replace it"):
+        synthesize(SynthConfig(num_samples=3, shard_scenes=2, num_workers=1), out, progress=False)
+    assert len({r["scene_id"] for r in read_table(out).to_pylist()}) == 6  # untouched
+    synthesize(SynthConfig(num_samples=3, shard_scenes=2, num_workers=1), out, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert len({r["scene_id"] for r in read_table(out).to_pylist()}) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["D"]  # no staging directory left behind
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    with pytest.raises(CommandError, match="does not hold a dataset"):
+        synthesize(SynthConfig(num_samples=3, num_workers=1), other, progress=False, overwrite=True)
+    assert (other / "todo.txt").read_text() == "mine"
+
+
+def test_kill_9_during_an_overwrite_leaves_the_old_dataset_whole(tmp_path):
+    """`kill -9` of `irgpt data synth --overwrite` mid-write: D still holds the old dataset,
+    its manifest matching its rows; the rerun cleans the staging directory up."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "D"
+    synthesize(SynthConfig(num_samples=6, shard_scenes=2, num_workers=1), out, progress=False)
+    cmd = [sys.executable, "-m", "irgpt", "data", "synth", "--out", str(out), "--overwrite", "--quiet",
+           "--num-samples", "2000", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".D.incoming-*/part-*.parquet")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_scenes"] == 6 and manifest["num_rows"] == read_table(out).num_rows
+    assert list(tmp_path.glob(".D.incoming-*"))  # the killed run's staging directory
+    synthesize(SynthConfig(num_samples=3, num_workers=1), out, progress=False, overwrite=True)
+    assert not list(tmp_path.glob(".D.incoming-*")) and read_table(out).num_rows == \
+        json.loads((out / "manifest.json").read_text())["num_rows"]
 
 
 def _cli(argv):

@@ -55,7 +55,7 @@ BENCH = [
 ]
 BAD_IMAGE_ID = "b05"  # corrupt PNG bytes: answered "" with an error, never dropped
 HEADER = ["Scene", "Rec.", "Gro.", "Rel.", "ReID", "Sec.", "psum", "Loc.", "A.C.", "P.C.", "nsum"]
-SETS = ["--set", "eval.max_new_tokens=4", "--set", "eval.batch_size=8", "--set", "eval.concurrency=1"]
+SETS = ["--set", "eval.max_new_tokens=4", "--set", "eval.batch_size=8", "--set", "eval.concurrency=1", "--set", "eval.max_error_rate=0.1"]  # 1 bad image of 12 rows
 
 
 def _png(seed: int) -> bytes:
@@ -234,7 +234,7 @@ def test_eval_run_cli_end_to_end(ray_local, model_dir, bench_dir, tmp_path):
 def test_run_benchmark_deterministic_across_runs_and_actor_counts(ray_local, model_dir, bench_dir, tmp_path):
     from irgpt.eval.run import run_benchmark
 
-    base = ["eval.max_new_tokens=6", "eval.batch_size=2"]
+    base = ["eval.max_new_tokens=6", "eval.batch_size=2", "eval.max_error_rate=0.1"]
     a = run_benchmark(load_config(None, [*base, "eval.concurrency=1"]), model_dir, bench_dir, tmp_path / "a")
     b = run_benchmark(load_config(None, [*base, "eval.concurrency=2"]), model_dir, bench_dir, tmp_path / "b")
     assert a["generation"]["parts"] == 2 and b["generation"]["concurrency"] == 2
@@ -256,3 +256,16 @@ def test_run_benchmark_limit_tasks_and_default_out(ray_local, model_dir, bench_d
                                                                                     "relationship"}
     assert report["nsum"] is None and report["nsum_tasks"] == []
     assert json.loads((out / METRICS_FILE).read_text())["n"] == 4
+
+
+def test_too_many_generation_errors_fail_the_run_after_writing_it(ray_local, model_dir, bench_dir, tmp_path):
+    """1 failed generation of 12 rows is over the default eval.max_error_rate (0.02): exit 2, one line
+    naming the row and the error; the outputs are written (to look at), not passed off as a score."""
+    out = tmp_path / "eval"
+    args = _parse(["eval", "run", "--model", str(model_dir), "--bench", str(bench_dir), "--out", str(out),
+                   "--set", "eval.max_new_tokens=2"])
+    from irgpt.errors import CommandError
+
+    with pytest.raises(CommandError, match=rf"1 of 12 generations failed .*max_error_rate=0.02.*{BAD_IMAGE_ID}"):
+        args.func(args)
+    assert json.loads((out / METRICS_FILE).read_text())["generation"]["errors"] == 1

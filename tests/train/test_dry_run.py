@@ -117,3 +117,21 @@ def test_existing_model_dir_is_read_from_config_json_only(tmp_path):
     assert r["stages"]["stage1"]["samples"] == 40 and r["stages"]["stage1"]["total_steps"] == 2
     assert r["stages"]["stage2"]["total_steps"] == 2 * 2  # 60 rows / 32 per step = 2, x 2 epochs (defaults)
     assert r["stages"]["stage2"]["ds_config"]["scheduler"]["params"]["total_num_steps"] == 4
+
+
+def test_training_refuses_a_curriculum_m_the_tiers_do_not_have(tmp_path):
+    """`irgpt train --set curriculum.m=6` on 4 tiers fails before any work, naming both numbers."""
+    from irgpt.config import load_config
+    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores, write_samples
+    from irgpt.curriculum.tiers import build_tiers
+    from irgpt.errors import CommandError
+    from irgpt.train.trainer import train
+
+    ids = write_samples(tmp_path / "data", 40, n_val=4)
+    write_l1_scores(tmp_path / "l1", ids)
+    write_l2_scores(tmp_path / "l2", ids)
+    build_tiers(tmp_path / "data", [tmp_path / "l1", tmp_path / "l2"], tmp_path / "tiers", load_config().curriculum,
+                overwrite=True)
+    with pytest.raises(CommandError, match=r"curriculum.m=6 but .*tiers holds 4 tiers"):
+        train(load_config(None, ["curriculum.m=6"]), "1", tmp_path / "data", tmp_path / "tiers", tmp_path / "run")
+    assert not (tmp_path / "run" / "base").exists()  # refused before the base model was built
