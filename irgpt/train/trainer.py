@@ -2,14 +2,18 @@
 
 - The base model is made once on the driver (`RUN/train/base`): for `tiny`, a
   tokenizer trained on the data's train conversations plus a seeded tiny
-  LLaVA; otherwise `train.model` is a local checkpoint. Every rank loads the
-  same directory, so all ranks start from identical weights.
+  LLaVA whose LLM is text warm-started (`train.tiny_lm`); otherwise
+  `train.model` is a local checkpoint. Every rank loads the same directory,
+  so all ranks start from identical weights.
+- A budget (`max_steps`, `data_fraction`) becomes the fraction of every tier
+  the stage keeps (irgpt.curriculum.budget); the schedule is never cut.
 - Each stage is one `TorchTrainer(train_loop_per_worker)` with
   `ScalingConfig(num_workers, use_gpu)`, `RunConfig(storage_path, name,
   CheckpointConfig(num_to_keep), FailureConfig(max_failures))`.
 - Stage 2 starts from stage 1's final model. `RUN/train/summary.json` holds,
-  per stage, `initial_val_loss`, `final_val_loss`, `steps`, `samples_per_s`,
-  the checkpoint path and the model path.
+  per stage, `initial_val_loss`, `final_val_loss`, `unigram_val_loss`, stage
+  1's retrieval R@1, `steps`, `samples_per_s`, the budget and the rows seen
+  per tier, the checkpoint path and the model path.
 """
 
 from __future__ import annotations
