@@ -82,8 +82,6 @@ def fraction_for_steps(sizes: list[int], max_steps: int, epochs: int, rows_per_o
     lo, hi = 0.0, 1.0  # layout(lo) fits (kept 1 per tier at worst), layout(hi) does not
     for _ in range(60):
         mid = (lo + hi) / 2
-        if mid <= 0.0:
-            break
         if layout_steps(kept_sizes(sizes, mid), rows_per_opt_step, mode) * epochs <= max_steps:
             lo = mid
         else:
