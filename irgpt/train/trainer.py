@@ -118,6 +118,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from irgpt.curriculum.schedules import Plan
     from irgpt.train.data import make_iterator
     from irgpt.train.ds_config import batch_arithmetic
 
@@ -125,16 +126,20 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
     world = cfg.train.num_workers
     arith = batch_arithmetic(stage_cfg.global_batch_size, stage_cfg.micro_batch_size, world)
     it_kwargs = iterator_kwargs(cfg, stage, data_dir, tiers_dir)
-    plan = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps).plan
-    it_kwargs["fraction"] = stage_fraction(plan.full_sizes, stage_cfg, cfg.curriculum.mode,
+    full = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps).plan
+    it_kwargs["fraction"] = stage_fraction(full.full_sizes, stage_cfg, cfg.curriculum.mode,
                                            arith.global_batch_size, f"train.stage{stage}.max_steps")
-    plan = make_iterator(it_kwargs, 0, world, arith.micro_batch_size, arith.grad_accum_steps).plan
+    # The workers' plan: the same sizes and curriculum under the budget (no second read of the data).
+    plan = Plan(full.full_sizes, full.cfg, world, arith.micro_batch_size, arith.grad_accum_steps,
+                it_kwargs["fraction"])
     # Every unit (tier) is padded to a multiple of world x micro x accumulation,
     # so an epoch is a whole number of optimizer steps on every rank.
     total = plan.steps_per_epoch // arith.grad_accum_steps * stage_cfg.epochs
     if total < 1:
         raise CommandError(f"stage {stage}: no training rows (check the {'tiers' if stage == 1 else 'data'} input)")
-    rows_per_tier = [plan.rows_per_tier(e) for e in range(stage_cfg.epochs)]
+    # Fixed (non-paced) plans repeat their units every epoch: one count stands for all.
+    rows_per_tier = ([plan.rows_per_tier(e) for e in range(stage_cfg.epochs)] if plan.paced
+                     else [plan.rows_per_tier(0)] * stage_cfg.epochs)
     log0(f"[train] stage {stage}: rows per tier per epoch {rows_per_tier[0]} of {plan.full_sizes}"
          + (f" (budget: every tier cut to fraction {plan.fraction:.4g})" if plan.fraction < 1 else "")
          + f", {stage_cfg.epochs} epoch(s)")

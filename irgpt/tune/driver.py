@@ -101,9 +101,8 @@ def seed_summary(runs: list[dict], seeds: Sequence[int]) -> dict:
 
     out: dict = {"seeds": len(runs), "per_seed": {str(s): r for s, r in zip(seeds, runs)}}
     for key in ("objective", "psum", "nsum", "nsum_median", "far_off_share", "final_val_loss",
-                "initial_val_loss", "unigram_val_loss", "final_retrieval_r1", "steps", "seconds", "eval_rows"):
-        values = [r.get(key) for r in runs]
-        out[key] = spread(values)["mean"] if any(v is not None for v in values) else None
+                "initial_val_loss", "unigram_val_loss", "final_retrieval_r1", "steps", "eval_rows"):
+        out[key] = spread([r.get(key) for r in runs])["mean"]
     objective = spread([r.get("objective") for r in runs])
     out["objective_std"] = objective["std"]
     out["objective_ci_low"], out["objective_ci_high"] = objective["ci95"] or (None, None)
