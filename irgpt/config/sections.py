@@ -60,6 +60,8 @@ class ImportConfig:
     """Images with more pixels are rejected (decompression-bomb guard)."""
     max_side: int = 16384
     """Images with a side longer than this are rejected."""
+    max_file_bytes: int = 256 * 1024 * 1024
+    """Image files larger than this (by `stat`, before any byte is read) are rejected."""
     stretch_low_percentile: float = 0.5
     """16-bit radiometric images: this percentile maps to 0 ..."""
     stretch_high_percentile: float = 99.5

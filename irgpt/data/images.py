@@ -3,6 +3,8 @@
 Used by `irgpt data import` (every image is checked before a row is written)
 and by the scorers at scoring time (`decode_to_array`). Rules (docs/import.md):
 
+- The file is checked with `fstat` first: regular files only (a FIFO or device
+  is refused without a read), at most `ImportConfig.max_file_bytes`.
 - Only raster formats in `ALLOWED_FORMATS` are opened (no EPS/PDF, which
   Pillow hands to external programs).
 - The size in the header is checked against `ImportConfig.max_pixels` /
@@ -22,6 +24,8 @@ and by the scorers at scoring time (`decode_to_array`). Rules (docs/import.md):
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,15 +120,51 @@ def _file_errors(source, exc: OSError) -> ImageRejected:
     return ImageRejected(f"cannot read image file: {source}: {exc.strerror or exc}")
 
 
+_FILE_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def read_image_file(path: str | Path, cfg: ImportConfig) -> bytes:
+    """The bytes of an image file, checked by `fstat` before anything is read.
+
+    Opened non-blocking (a FIFO named `x.png` must not hang the import) and
+    refused unless it is a regular file no larger than `cfg.max_file_bytes`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:  # missing, permissions, I/O errors
+        raise _file_errors(path, exc) from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageRejected(f"missing image file: {path} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "special file")
+            raise ImageRejected(f"not a regular file: {path} is a {kind}")
+        if info.st_size > cfg.max_file_bytes:
+            raise ImageRejected(
+                f"image too large: {path} has {info.st_size} bytes > max_file_bytes={cfg.max_file_bytes}"
+            )
+        with os.fdopen(os.dup(fd), "rb") as fp:
+            data = fp.read(cfg.max_file_bytes + 1)
+    except OSError as exc:
+        raise _file_errors(path, exc) from exc
+    finally:
+        os.close(fd)
+    if len(data) > cfg.max_file_bytes:  # grew after the fstat
+        raise ImageRejected(f"image too large: {path} has over max_file_bytes={cfg.max_file_bytes} bytes")
+    return data
+
+
 def _open_decoded(source: str | Path | bytes, cfg: ImportConfig) -> tuple[Image.Image, str]:
     """Open, guard and fully decode; returns (image in its file mode, format)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_stream(io.BytesIO(source), cfg)
-    try:
-        with open(source, "rb") as fp:
-            return _decode_stream(fp, cfg)
-    except OSError as exc:  # missing, a directory, permissions, I/O errors
-        raise _file_errors(source, exc) from exc
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        source = read_image_file(source, cfg)
+    return _decode_stream(io.BytesIO(source), cfg)
 
 
 def _decode_stream(fp, cfg: ImportConfig) -> tuple[Image.Image, str]:
@@ -208,10 +248,7 @@ def prepare_image(path: str | Path, cfg: ImportConfig = ImportConfig()) -> Prepa
     image. The file is read once, so the stored bytes are the checked bytes.
     `data` is None when `cfg.embed_images` is off (the check still runs).
     """
-    try:
-        raw_bytes = Path(path).read_bytes()
-    except OSError as exc:
-        raise _file_errors(path, exc) from exc
+    raw_bytes = read_image_file(path, cfg)
     raw, fmt = _open_decoded(raw_bytes, cfg)
     img = _normalise(raw, cfg)
     # PNG IHDR byte 24 is the bit depth: a 16-bit RGB PNG decodes as mode RGB

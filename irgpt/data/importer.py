@@ -356,6 +356,11 @@ def _stage1(rec: Record, ann: AnnotationFile, root: Path, opts: _Options):
     return _Pending(0, rec, sample_id, path, row, (parsed.width, parsed.height), where)
 
 
+def _storable(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates become `\\udXXX` escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _ImportState:
     """Batches pending rows through the image check and writes shards, in input order."""
 
@@ -373,11 +378,11 @@ class _ImportState:
         self.columns: dict[str, list[str]] = {c: [] for c in ("band", "task", "source", "split")}
 
     def reject(self, seq: int, rec: Record, sample_id: str | None, reason: str) -> None:
-        row = {
-            "source_file": rec.source_file,
+        row = {  # text the record could not store is kept readable (backslash escapes)
+            "source_file": _storable(rec.source_file),
             "line_or_index": rec.line_or_index,
-            "sample_id": sample_id,
-            "reason": reason,
+            "sample_id": None if sample_id is None else _storable(sample_id),
+            "reason": _storable(reason),
             "stage": STAGE,
         }
         self.rejects.append((seq, row))

@@ -101,6 +101,19 @@ def _existing_output(out: Path) -> str | None:
     return "other"
 
 
+def _pid_alive(pid: str) -> bool:
+    """Whether the process that named a staging directory still runs (on this host)."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 @contextmanager
 def staged_output(out: str | Path, *, overwrite: bool, flag: str = "--overwrite"):
     """Write a whole dataset into a sibling staging directory, then swap it in.
@@ -131,7 +144,8 @@ def staged_output(out: str | Path, *, overwrite: bool, flag: str = "--overwrite"
     except OSError as exc:
         raise CommandError(f"{out}: cannot create its parent directory: {exc.strerror or exc}") from exc
     for stale in out.parent.glob(f".{out.name}.incoming-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # a live writer keeps its stage
+            shutil.rmtree(stale, ignore_errors=True)
     stage = out.parent / f".{out.name}.incoming-{os.getpid()}"
     stage.mkdir()
     try:

@@ -5,24 +5,28 @@ Layouts (detected from the content, never from the file name; docs/import.md):
 - JSON array `[{...}, {...}]` (also several arrays back to back);
 - JSON Lines, one object per line (blank lines skipped);
 - concatenated objects with no enclosing array, pretty-printed or not,
-  separated by whitespace or by nothing (`{...}{...}`): the IR-TD authors' files;
+  separated by whitespace, by commas (a trailing one too) or by nothing
+  (`{...}{...}`, `{...},\n{...},`): the IR-TD authors' files;
 - an InternVL meta file `{name: {"root": DIR, "annotation": FILE, ...}}`,
   which names annotation files to read (each with its own image root).
 
 Record positions (`Record.line_or_index`): JSON Lines -> the 1-based line
 number; every other layout -> the 0-based position of the record in the file.
 
-A record that cannot be parsed on its own (a bad JSON Lines line, invalid
-UTF-8 inside one line) is yielded with `error` set, so the importer can reject
-it and keep going. A file that is not JSON at all, unreadable, or broken in a
-way that hides where records start raises `CommandError` naming the file and
-the line/column.
+A record that cannot be parsed on its own (a bad JSON Lines line, a broken
+object or array element, nesting too deep, an integer too long for Python)
+is yielded with `error` set, naming its line, column and byte offset; reading
+resumes at the next record start, so the damage costs that record only.
+Bytes that are not UTF-8 reach `parse_record` as lone surrogates and reject
+the record holding them. A file that is not JSON records at all, or cannot be
+read, raises `CommandError` naming the file and the line/column.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,34 +87,116 @@ def _line_col(buf: str | bytes, pos: int) -> tuple[int, int]:
     return line, col
 
 
-def _decode_whole(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line, col = _line_col(data, exc.start)
-        raise CommandError(
-            f"{path}: invalid UTF-8 at line {line} column {col} (byte {exc.start})"
-        ) from exc
+_PARSE_ERRORS = (ValueError, RecursionError)
+"""What `json` raises on a broken value: JSONDecodeError (a ValueError), ValueError for an
+integer over `sys.get_int_max_str_digits()` digits, RecursionError for deep nesting."""
+
+_RECORD_START = re.compile(r"\n([ \t]*)\{")
 
 
-def _raw_values(text: str) -> Iterator[tuple[int, int, Any]]:
-    """(start, end, value) of each top-level JSON value; raises JSONDecodeError."""
+def _json_problem(exc: Exception) -> str:
+    """A person-readable reason for a `_PARSE_ERRORS` exception (no position)."""
+    if isinstance(exc, RecursionError):
+        return "nesting too deep"
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if "integer string conversion" in str(exc):
+        return f"integer with more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class _Value:
+    """One top-level value (or array element) of a file: parsed, or why not."""
+
+    start: int
+    end: int
+    value: Any = None
+    error: str | None = None
+
+
+def _column(text: str, pos: int) -> int:
+    return pos - (text.rfind("\n", 0, pos) + 1)
+
+
+def _resync(text: str, start: int, column: int | None, decoder: json.JSONDecoder) -> int:
+    """Where the next record starts after a broken one that began at `start`.
+
+    A candidate is a `{` that opens a line (at the column of the records read so
+    far, when known), parses as a whole value, and is followed by a separator
+    (`,` `]` `{` `[`) or the end of the file. No candidate: the end of the file.
+    """
+    for match in _RECORD_START.finditer(text, start + 1):
+        if column is not None and len(match.group(1)) != column:
+            continue
+        candidate = match.end() - 1
+        try:
+            _value, end = decoder.raw_decode(text, candidate)
+        except _PARSE_ERRORS:
+            continue
+        after = _WS.match(text, end).end()
+        if after >= len(text) or text[after] in ",]{[":
+            return candidate
+    return len(text)
+
+
+def _scan_values(text: str) -> list[_Value]:
+    """Every record-level value of a JSON text, damage confined to the value it hits.
+
+    Accepts a JSON array (its elements; several arrays back to back too) or
+    values one after another, separated by whitespace, commas or nothing (the
+    IR-TD authors' `{...},\n{...},` files, a trailing comma included). A value
+    that does not parse becomes an entry with `error` (its line, column and
+    byte offset), and reading resumes at the next record start (`_resync`).
+    """
     decoder = json.JSONDecoder()
+    out: list[_Value] = []
     pos = _WS.match(text, 0).end()
+    array_file = text.startswith("[", pos)
+    depth, column = 0, None
     while pos < len(text):
-        value, end = decoder.raw_decode(text, pos)
-        yield pos, end, value
+        char = text[pos]
+        if array_file and char == "[" and depth == 0:
+            depth, pos = 1, _WS.match(text, pos + 1).end()
+            continue
+        if array_file and char == "]" and depth == 1:
+            depth, pos = 0, _WS.match(text, pos + 1).end()
+            continue
+        if char == ",":
+            pos = _WS.match(text, pos + 1).end()
+            continue
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except _PARSE_ERRORS as exc:
+            where = exc.pos if isinstance(exc, json.JSONDecodeError) else pos
+            nxt = _resync(text, pos, column, decoder)
+            line, col = _line_col(text, where)
+            byte = len(text[:where].encode("utf-8", "surrogateescape"))
+            reason = f"invalid JSON: {_json_problem(exc)} at line {line} column {col} (byte {byte})"
+            if nxt < len(text):
+                reason += f"; reading resumed at line {_line_col(text, nxt)[0]}"
+            else:
+                reason += "; no record start found after it, the rest of the file is skipped"
+            out.append(_Value(pos, nxt, error=reason))
+            pos = nxt
+            continue
+        if column is None:
+            column = _column(text, pos)
+        out.append(_Value(pos, end, value))
         pos = _WS.match(text, end).end()
+    return out
 
 
-def _first_line_is_object(data: bytes) -> bool:
-    for raw in data.splitlines():
-        if raw.strip():
-            try:
-                return isinstance(json.loads(raw.decode("utf-8")), dict)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                return False
-    return False
+def _looks_line_delimited(data: bytes, sample: int = 50) -> bool:
+    """True when at least half of the first `sample` non-blank lines are JSON objects."""
+    lines = [raw for raw in data.split(b"\n") if raw.strip()][:sample]
+    good = 0
+    for raw in lines:
+        try:
+            good += isinstance(json.loads(raw.decode("utf-8")), dict)
+        except (UnicodeDecodeError, *_PARSE_ERRORS):
+            pass
+    return bool(lines) and 2 * good >= len(lines)
 
 
 def _jsonl_records(path: Path, data: bytes) -> list[Record]:
@@ -130,44 +216,49 @@ def _jsonl_records(path: Path, data: bytes) -> list[Record]:
             continue
         try:
             out.append(Record(name, number, json.loads(text)))
-        except json.JSONDecodeError as exc:
+        except _PARSE_ERRORS as exc:
+            col = f" column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             out.append(
-                Record(
-                    name,
-                    number,
-                    error=f"invalid JSON: {exc.msg} at line {number} column {exc.colno}",
-                )
+                Record(name, number, error=f"invalid JSON: {_json_problem(exc)} at line {number}{col}")
             )
     return out
 
 
-def _line_spans(text: str, values: list[tuple[int, int, Any]]) -> list[tuple[int, int]]:
+def _line_spans(text: str, values: list[_Value]) -> list[tuple[int, int]]:
     """(first line, last line) of each value; one pass over the text (values are in order)."""
     spans, line, pos = [], 1, 0
-    for start, end, _v in values:
-        line += text.count("\n", pos, start)
-        last = line + text.count("\n", start, end)
+    for v in values:
+        line += text.count("\n", pos, v.start)
+        last = line + text.count("\n", v.start, v.end)
         spans.append((line, last))
-        line, pos = last, end
+        line, pos = last, v.end
     return spans
 
 
-def _values_to_records(
-    path: Path, text: str, values: list[tuple[int, int, Any]]
-) -> tuple[str, list[Record]]:
+def _records(name: str, values: list[_Value], positions: list[int]) -> list[Record]:
+    return [Record(name, n, v.value, v.error) for n, v in zip(positions, values)]
+
+
+def _values_to_records(path: Path, text: str, values: list[_Value]) -> tuple[str, list[Record]]:
     name = str(path)
     if text.lstrip().startswith("["):  # arrays: elements numbered across all arrays
-        items = [item for _s, _e, v in values for item in (v if isinstance(v, list) else [v])]
-        return "array", [Record(name, i, item) for i, item in enumerate(items)]
+        return "array", _records(name, values, list(range(len(values))))
     spans = _line_spans(text, values)
-    one_per_line = all(a == b for a, b in spans) and len({a for a, _ in spans}) == len(spans)
-    if one_per_line:
-        return "jsonl", [Record(name, line, v) for (line, _), (_s, _e, v) in zip(spans, values)]
-    return "concatenated", [Record(name, i, v) for i, (_s, _e, v) in enumerate(values)]
+    one_per_line = all(a == b for (a, b), v in zip(spans, values) if v.error is None)
+    if one_per_line and len({a for a, _ in spans}) == len(spans):
+        return "jsonl", _records(name, values, [a for a, _ in spans])
+    return "concatenated", _records(name, values, list(range(len(values))))
 
 
 def _parse_file(path: Path, data: bytes) -> tuple[str, list[Record], list]:
-    """(layout, records, raw top-level values) of one file's bytes."""
+    """(layout, records, top-level values) of one file's bytes.
+
+    A broken record costs that record (a `Record` with `error`), never the file:
+    line-delimited files are read line by line; other layouts are scanned value
+    by value and resynchronised after a broken one (`_scan_values`). Bytes that
+    are not UTF-8 are kept as lone surrogates, so the record holding them is
+    rejected by `parse_record`.
+    """
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     stripped = data.lstrip(b" \t\r\n")
@@ -180,29 +271,21 @@ def _parse_file(path: Path, data: bytes) -> tuple[str, list[Record], list]:
         raise CommandError(
             f"{path}: not JSON records: expected '[' or '{{' at line {line} column {col}, found {shown!r}"
         )
-
-    # Whole-file parse first; when it fails and the file is line-delimited
-    # (its first line is a complete object), fall back to line-by-line JSON
-    # Lines so one bad line costs one record, not the file.
-    def line_mode() -> bool:
-        return first == b"{" and _first_line_is_object(data)
-
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        if line_mode():
-            return "jsonl", _jsonl_records(path, data), []
-        text = _decode_whole(path, data)  # raises CommandError with the position
-    try:
-        values = list(_raw_values(text))
-    except json.JSONDecodeError as exc:
-        if line_mode():
-            return "jsonl", _jsonl_records(path, data), []
-        raise CommandError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+    text = data.decode("utf-8", "surrogateescape")
+    values = _scan_values(text)
+    damaged = any(v.error for v in values)
+    if first == b"{" and (damaged or not _is_utf8(data)) and _looks_line_delimited(data):
+        return "jsonl", _jsonl_records(path, data), []
     layout, records = _values_to_records(path, text, values)
-    return layout, records, [v for _s, _e, v in values]
+    return layout, records, [v.value for v in values if v.error is None]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_meta(values: list) -> bool:
@@ -337,10 +420,39 @@ def _conversations(obj: dict) -> list[dict]:
     return out
 
 
+def _check_text(obj: dict) -> None:
+    """Every string of a record (keys too) must be encodable as UTF-8.
+
+    JSON may spell a lone surrogate (`"\\ud83d"`), and undecodable input bytes
+    arrive as lone surrogates too; Parquet cannot store either.
+    """
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, f"{where}.{key}".lstrip(".") + " (key)"))
+                stack.append((item, f"{where}.{key}".lstrip(".")))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{n}]") for n, item in enumerate(value))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = value[exc.start]
+                what = (
+                    f"undecodable byte 0x{ord(bad) - 0xDC00:02x}"
+                    if 0xDC80 <= ord(bad) <= 0xDCFF
+                    else f"lone surrogate U+{ord(bad):04X}"
+                )
+                raise RecordRejected("invalid text", f"{what} in {where or 'the record'}") from None
+
+
 def parse_record(obj: Any) -> ParsedRecord:
     """Check one record's fields; raises `RecordRejected` naming what is wrong."""
     if not isinstance(obj, dict):
         raise RecordRejected("not a JSON object", f"got {type(obj).__name__}")
+    _check_text(obj)
     raw_id = obj.get("id")
     if raw_id is None or raw_id == "":
         rid = None
