@@ -31,7 +31,7 @@ from irgpt.curriculum.ranking import (
 )
 from irgpt.curriculum.tier_inputs import DatasetInput, read_input
 from irgpt.curriculum.tier_write import output_schema, write_part
-from irgpt.curriculum.weights import eq5_weights, exact_sum, weight_medians, weights_from_config
+from irgpt.curriculum.weights import eq5_weights, exact_sum, scorable, weight_medians, weights_from_config
 
 ORPHAN_EXAMPLES = 5
 RANK_COLUMNS = ["sample_id", "composite_rank", "_h", "_piece", "rank_l1", "rank_l2", "d_ir_vis", "alpha", "weight"]
@@ -76,8 +76,9 @@ def reweight_table(table: pa.Table, weights_cfg, medians=None) -> tuple[pa.Table
     meds = weight_medians(a) if medians is None else medians
     w = weights_from_config(a, weights_cfg, meds)
     mean = None
-    if weights_cfg.normalize and a.size:
-        mean = exact_sum(eq5_weights(a, weights_cfg.temperature, medians=meds)) / a.size
+    ok = a[scorable(a)]
+    if weights_cfg.normalize and ok.size:
+        mean = exact_sum(eq5_weights(ok, weights_cfg.temperature, medians=meds)) / ok.size
     out = table.set_column(table.schema.get_field_index("weight"), "weight", pa.array(w, pa.float64()))
     return out, {"medians": {"positive": meds[0], "non_positive": meds[1]}, "mean": mean}
 

@@ -67,8 +67,10 @@ def median_sorted(values: Sequence[float] | np.ndarray) -> float | None:
 
 
 def weight_medians(alpha_values) -> Medians:
-    """The two Eq. 5 medians over a whole alpha column (see `Medians`)."""
-    a = _check_alpha(alpha_values)
+    """The two Eq. 5 medians over a whole alpha column (see `Medians`); rows with a
+    NaN or -inf alpha (broken scores, rejected by the tiering) are left out."""
+    a = np.asarray(alpha_values, dtype=np.float64).reshape(-1)
+    a = a[scorable(a)]
     pos = np.sort(a[(a > 0) & np.isfinite(a)])
     neg = np.sort(-a[a <= 0])
     return median_sorted(pos), median_sorted(neg)
@@ -119,8 +121,24 @@ def eq5_weights(
 
 
 def weights_from_config(alpha, cfg, medians: Medians | None = None, mean: float | None = None) -> np.ndarray:
-    """`eq5_weights` with the options of a `WeightsConfig`."""
-    return eq5_weights(alpha, cfg.temperature, cfg.normalize, cfg.clip, medians, mean=mean)
+    """`eq5_weights` with the options of a `WeightsConfig`, over the rows that have an alpha.
+
+    A row whose alpha is NaN or -inf (a broken score) gets a NaN weight instead
+    of failing the whole column; the tiering rejects it as `non-finite alpha`.
+    Medians and the normalising mean are taken over the other rows.
+    """
+    a = np.asarray(alpha, dtype=np.float64).reshape(-1)
+    ok = scorable(a)
+    if ok.all():
+        return eq5_weights(a, cfg.temperature, cfg.normalize, cfg.clip, medians, mean=mean)
+    w = np.full(a.shape, np.nan)
+    w[ok] = eq5_weights(a[ok], cfg.temperature, cfg.normalize, cfg.clip, medians, mean=mean)
+    return w
+
+
+def scorable(alpha: np.ndarray) -> np.ndarray:
+    """Rows whose alpha Eq. 5 can weight (not NaN, not -inf)."""
+    return ~(np.isnan(alpha) | np.isneginf(alpha))
 
 
 def exact_sum(values) -> float:
@@ -168,7 +186,7 @@ def distributed_medians(ds, column: str = "alpha") -> Medians:
 
     def tag(batch: pa.Table) -> pa.Table:
         a = batch.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-        _check_alpha(a)
+        a = a[scorable(a)]  # as `weight_medians`: broken scores are left out
         keep_pos = (a > 0) & np.isfinite(a)
         keep_neg = a <= 0
         branch = np.concatenate([np.zeros(keep_neg.sum(), np.int8), np.ones(keep_pos.sum(), np.int8)])
@@ -257,7 +275,8 @@ def distributed_eq5_weights(ds, cfg, column: str = "alpha", out: str = "weight")
     mean = None
     if cfg.normalize:
         def partials(batch: pa.Table) -> pa.Table:
-            w = eq5_weights(batch.column(column).to_numpy(zero_copy_only=False), cfg.temperature, medians=medians)
+            a = batch.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+            w = eq5_weights(a[scorable(a)], cfg.temperature, medians=medians)
             return pa.table({"p": pa.array([exact_partials(w)], pa.list_(pa.float64())), "n": [len(w)]})
 
         rows = ds.select_columns([column]).map_batches(partials, batch_format="pyarrow").take_all()

@@ -271,3 +271,29 @@ def test_score_tables_without_manifest_or_part_names(tiered, tmp_path):
     pq.write_table(pa.table({"sample_id": [1, 2], "rank_l1": [0.0, 1.0], "d_ir_vis": [0.1, 0.2]}), bad)
     with pytest.raises(CommandError, match="int_ids.parquet: sample_id must be a string column, not int64"):
         build_tiers(tiered["data"], [bad], tmp_path / "o6", CurriculumConfig(use_l2=False))
+
+
+def test_reweight_with_a_nan_alpha_rejects_that_row_only(inputs, tmp_path):
+    """`irgpt tier --reweight` over a Lesson 2 table with one NaN alpha: that row is a
+    reject (`non-finite alpha`), every other row gets Eq. 5 over the finite alphas."""
+    from irgpt.data.io import base_manifest, write_manifest, write_table
+
+    l2 = inputs["l2_table"]
+    alpha = l2.column("alpha").to_numpy().copy()
+    alpha[7] = np.nan
+    broken = l2.set_column(l2.schema.get_field_index("alpha"), "alpha", pa.array(alpha))
+    write_table(tmp_path / "l2" / "part-00000.parquet", broken)
+    write_manifest(tmp_path / "l2", base_manifest("scores_l2", rows=broken.num_rows))
+    wcfg = WeightsConfig(temperature=1.0, normalize=True)
+    out = tmp_path / "out"
+    build_tiers(inputs["data"], [inputs["l1"], tmp_path / "l2"], out, CurriculumConfig(), engine="local",
+                rows_per_part=20, reweight=wcfg)
+    nan_id = l2.column("sample_id")[7].as_py()
+    rejects = {r["sample_id"]: r["reason"] for r in read_rejects(out).to_pylist()}
+    assert "non-finite alpha" in rejects[nan_id] and "non-finite weight" in rejects[nan_id]
+    finite = np.isfinite(alpha)
+    ids = [s for s, ok in zip(l2.column("sample_id").to_pylist(), finite) if ok]
+    expected = dict(zip(ids, eq5_weights(alpha[finite], 1.0, True)))
+    t = pa.concat_tables(all_tiers(out))
+    assert nan_id not in t.column("sample_id").to_pylist()
+    assert [expected[s] for s in t.column("sample_id").to_pylist()] == t.column("weight").to_pylist()
