@@ -41,6 +41,9 @@ class Stage:
     """Dotted config sections that change this stage's result."""
     outputs: tuple[str, ...]
     """Paths under RUN_DIR (data: the data directory)."""
+    scratch: tuple[str, ...] = ()
+    """Glob patterns under RUN_DIR also removed when the outputs are stale (Ray Train's
+    checkpoint folders, named by run and config: `trainer.ray_run_name`)."""
 
 
 STAGES = [
@@ -49,8 +52,8 @@ STAGES = [
     Stage("score_l1", ("synth", "fe_train"), ("scoring.lesson1",), ("scores_l1",)),
     Stage("score_l2", ("synth",), ("scoring.lesson2",), ("scores_l2",)),
     Stage("tier", ("synth", "score_l1", "score_l2"), ("curriculum",), ("tiers",)),
-    Stage("train_stage1", ("synth", "tier"), ("train", "deepspeed", "curriculum"), ("train/stage1", "train/ray/stage1")),
-    Stage("train_stage2", ("synth", "train_stage1"), ("train", "deepspeed"), ("train/stage2", "train/ray/stage2")),
+    Stage("train_stage1", ("synth", "tier"), ("train", "deepspeed", "curriculum"), ("train/stage1",), ("train/ray/*-stage1-*",)),
+    Stage("train_stage2", ("synth", "train_stage1"), ("train", "deepspeed"), ("train/stage2",), ("train/ray/*-stage2-*",)),
     Stage("eval", ("synth", "train_stage1", "train_stage2"), ("eval",), ("eval",)),
     Stage("report", (), (), ("report",)),
 ]
@@ -136,7 +139,7 @@ class Pipeline:
             return
         stale = self.force or (prev.get("key") not in (None, key))
         if stale:  # outputs of another config (or --force): recompute from scratch
-            for p in outputs:
+            for p in outputs + [q for pattern in stage.scratch for q in self.run_dir.glob(pattern)]:
                 if p.exists():
                     shutil.rmtree(p)
         resume = prev.get("key") == key and prev.get("status") in ("failed", "running")

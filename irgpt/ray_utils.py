@@ -52,3 +52,10 @@ def ensure_ray(cfg: RayConfig | None = None) -> None:
 def log0(message: str) -> None:
     """The one place driver/rank-0 progress lines go (stderr, flushed)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def warn_untrained(what: str, key: str, value) -> None:
+    """One WARNING line when a scorer runs on a random-init model (the manifest then
+    records `untrained: true`): its scores say nothing about the data."""
+    log0(f"WARNING: {what} is random-init and untrained ({key}: {value}); its scores rank the data "
+         "arbitrarily. Fine for a smoke test; give a trained model for real curricula.")

@@ -31,7 +31,13 @@ from irgpt.curriculum.ranking import (
 )
 from irgpt.curriculum.tier_inputs import DatasetInput, read_input
 from irgpt.curriculum.tier_write import output_schema, write_part
-from irgpt.curriculum.weights import eq5_weights, exact_sum, scorable, weight_medians, weights_from_config
+from irgpt.curriculum.weights import (
+    eq5_weights,
+    exact_sum,
+    scorable,
+    weight_medians,
+    weights_from_config,
+)
 
 ORPHAN_EXAMPLES = 5
 RANK_COLUMNS = ["sample_id", "composite_rank", "_h", "_piece", "rank_l1", "rank_l2", "d_ir_vis", "alpha", "weight"]

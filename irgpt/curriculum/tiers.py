@@ -28,7 +28,14 @@ from irgpt.config.loader import config_hash, to_dict
 from irgpt.curriculum.ranking import tier_sizes
 from irgpt.curriculum.tier_inputs import check_inputs, detect_scores, inspect_dataset
 from irgpt.curriculum.tier_write import merge_tier_stats, output_schema, summarize_counts
-from irgpt.data.io import MANIFEST, base_manifest, read_manifest, write_manifest, write_rejects
+from irgpt.data.io import (
+    MANIFEST,
+    base_manifest,
+    read_manifest,
+    swap_in,
+    write_manifest,
+    write_rejects,
+)
 from irgpt.errors import CommandError
 
 DEFAULT_ROWS_PER_PART = 8192
@@ -104,7 +111,7 @@ def build_tiers(
         manifest = _manifest(data, scores, cfg, result, chosen, split, rows_per_part, reweight)
         write_rejects(tmp, _rejects(result.rejects, data.path))
         write_manifest(tmp, manifest)
-        _swap(tmp, out)
+        swap_in(tmp, out)  # one atomic exchange: a kill leaves the old tiers or the new
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -172,14 +179,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise CommandError(f"--out {out}: not empty; pass --overwrite to replace an earlier tier output")
     if not (out / MANIFEST).is_file() or read_manifest(out).get("kind") != KIND:
         raise CommandError(f"--out {out}: not empty and not a tier output (no manifest of kind {KIND!r}); refusing to replace it")
-
-
-def _swap(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def deterministic_view(manifest: dict) -> dict:

@@ -43,6 +43,7 @@ from irgpt.data.readers import (
 )
 from irgpt.data.schema import BANDS, SAMPLE_SCHEMA, SPLITS, TASKS, answer_text, human_text
 from irgpt.errors import CommandError
+from irgpt.progress import Progress
 
 SHARD_ROWS = 1000
 STAGE = "import"
@@ -286,7 +287,7 @@ def import_files(
 
 def _import_into(out_dir: Path, files, image_root, root_map, opts, cfg, shard_rows, workers, log,
                  options: dict) -> dict:
-    state = _ImportState(out_dir, cfg, shard_rows, workers, log)
+    state = _ImportState(out_dir, cfg, shard_rows, workers, log, total=sum(len(f.records) for f in files))
     try:
         inputs_info = []
         for ann in files:
@@ -364,8 +365,10 @@ def _storable(text: str) -> str:
 class _ImportState:
     """Batches pending rows through the image check and writes shards, in input order."""
 
-    def __init__(self, out_dir: Path, cfg: ImportConfig, shard_rows: int, workers: int, log):
+    def __init__(self, out_dir: Path, cfg: ImportConfig, shard_rows: int, workers: int, log, total: int):
         self.out_dir, self.cfg, self.shard_rows, self.log = out_dir, cfg, shard_rows, log
+        # a bar on a terminal (stderr); otherwise one line per batch into `log`
+        self.bar = Progress(total, "import", "record", enabled=log is sys.stderr and sys.stderr.isatty())
         # spawn, not fork: safe inside a threaded caller (a Ray driver); same choice as synth
         ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else None
@@ -407,13 +410,12 @@ class _ImportState:
             results = [_check_image(p, self.cfg) for p in paths]
         for pending, result in zip(self.batch, results):
             self._finalise(pending, result)
+        if self.bar.bar is not None:
+            self.bar.update(self.read - self.bar.bar.n)
+        else:
+            print(f"import: {self.read} records read, {self.written} written, {len(self.rejects)} rejected",
+                  file=self.log, flush=True)
         self.batch = []
-        print(
-            f"import: {self.read} records read, {self.written} written, "
-            f"{len(self.rejects)} rejected",
-            file=self.log,
-            flush=True,
-        )
 
     def _problem(self, p: _Pending, img: PreparedImage) -> str | None:
         want_w, want_h = p.size
@@ -450,6 +452,7 @@ class _ImportState:
         self.rows = []
 
     def close(self) -> None:
+        self.bar.close()
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None

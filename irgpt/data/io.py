@@ -101,6 +101,14 @@ def _existing_output(out: Path) -> str | None:
     return "other"
 
 
+def manifest_hash(directory: str | Path) -> str:
+    """16 hex digits identifying a dataset's contents: the hash of its manifest (which names
+    its shards, counts and creation time), so a rewritten dataset gets a new value."""
+    import hashlib
+
+    return hashlib.sha256((Path(directory) / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
 def _pid_alive(pid: str) -> bool:
     """Whether the process that named a staging directory still runs (on this host)."""
     if not pid.isdigit():
@@ -153,9 +161,15 @@ def staged_output(out: str | Path, *, overwrite: bool, flag: str = "--overwrite"
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    swap_in(stage, out)
+
+
+def swap_in(stage: Path, out: Path) -> None:
+    """Put the complete directory `stage` where `out` is, in one atomic step where the
+    OS allows (see `staged_output`); the old `out`, if any, is removed afterwards."""
     if not out.exists():
         os.rename(stage, out)
-    elif _exchange(stage, out):  # `out` is the new dataset; `stage` now holds the old one
+    elif _exchange(stage, out):  # `out` is the new output; `stage` now holds the old one
         shutil.rmtree(stage, ignore_errors=True)
     else:
         old = out.parent / f".{out.name}.old-{os.getpid()}"

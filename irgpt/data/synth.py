@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -52,6 +51,7 @@ from irgpt.data.scene import (
 )
 from irgpt.data.schema import BANDS, GT_BAND_RANK, INFRARED_BANDS, SYNTH_SCHEMA, stable_hash
 from irgpt.errors import CommandError
+from irgpt.progress import Progress
 
 SOURCE = "synthetic"
 GENERAL_TASKS = ("scene", "recognition", "grounding", "relationship", "reid", "security", "location")
@@ -268,23 +268,25 @@ def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True, ove
 def _synthesize_into(cfg: SynthConfig, out: Path, progress: bool) -> dict:
     n, t0, done = num_shards(cfg), time.perf_counter(), 0
 
+    bar = Progress(cfg.num_samples, "synth", "scene", enabled=progress)
+
     def report(stats: dict) -> None:
         nonlocal done
         done += stats["scenes"]
-        if progress:
-            rate = done / max(time.perf_counter() - t0, 1e-9)
-            print(f"synth: {shard_name(stats['shard'])} ({stats['shard'] + 1}/{n}): {stats['rows']} rows, "
-                  f"{stats['scenes']} scenes in {stats['seconds']:.2f}s; {done}/{cfg.num_samples} scenes, "
-                  f"{rate:.1f} scenes/s", file=sys.stderr, flush=True)
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        bar.update(stats["scenes"], f"synth: {shard_name(stats['shard'])} ({stats['shard'] + 1}/{n}): "
+                   f"{stats['rows']} rows, {stats['scenes']} scenes in {stats['seconds']:.2f}s; "
+                   f"{done}/{cfg.num_samples} scenes, {rate:.1f} scenes/s")
 
     workers = min(cfg.num_workers, n)
-    if workers <= 1:
-        for k in range(n):
-            report(_shard_job(cfg, k, str(out)))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_shard_job, cfg, k, str(out)) for k in range(n)]):
-                report(fut.result())
+    with bar:
+        if workers <= 1:
+            for k in range(n):
+                report(_shard_job(cfg, k, str(out)))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for fut in as_completed([pool.submit(_shard_job, cfg, k, str(out)) for k in range(n)]):
+                    report(fut.result())
     written = {shard_name(k) for k in range(n)}
     elapsed = time.perf_counter() - t0
     table = read_table(out, columns=["band", "task", "source", "split", "gt_misaligned"])

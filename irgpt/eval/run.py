@@ -12,7 +12,7 @@ How a run goes:
    rows of one shard. The plan depends on the data, the selection and
    ``eval.batch_size`` only, never on the number of actors, so the batches,
    and so the predictions, do not change with ``eval.concurrency``.
-3. ``ray.data.from_items(parts).map_batches(_PartWorker, concurrency=...)``:
+3. ``ray.data.from_items(parts).map_batches(_PartWorker, compute=ActorPoolStrategy(size=...))``:
    each actor loads the model once (``load_vlm``), reads its part's rows
    (image bytes included) from Parquet itself, and generates in batches of
    ``eval.batch_size``: prompt-only encodings (``VLMCollator.encode(...,
@@ -43,6 +43,7 @@ from pathlib import Path
 from irgpt.errors import CommandError
 from irgpt.eval.tasks import LABELS, NSUM_TASKS, PSUM_TASKS, TASKS, normalise_task
 from irgpt.models.tokenizer import ANSWER_TAGS  # kept when decoding, even if marked special
+from irgpt.progress import Progress
 from irgpt.ray_utils import log0
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -509,22 +510,23 @@ def run_benchmark(cfg, model_dir: str | Path, bench_dir: str | Path | None, out_
                              override_num_blocks=len(parts))
     ds = ds.map_batches(_PartWorker, fn_constructor_kwargs={"model_dir": str(model_dir),
                                                             "generator_kwargs": generator_kwargs},
-                        batch_size=1, concurrency=concurrency, num_cpus=1, num_gpus=ev.num_gpus or None)
+                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1, num_gpus=ev.num_gpus or None)
     answers: dict[str, str] = {}
     errors: list[dict] = []
     done = 0
     gen_seconds = 0.0
-    for summary in ds.iter_rows():
-        for pred in json.loads(summary["predictions"]):
-            answers[pred["id"]] = pred["answer"]
-            if pred["error"]:
-                errors.append({"id": pred["id"], "error": pred["error"]})
-        done += int(summary["rows"])
-        gen_seconds += float(summary["seconds"])
-        elapsed = time.perf_counter() - t0
-        log0(f"[eval] part {int(summary['part']):05d} done: {summary['rows']} rows, "
-             f"{summary['rows'] / max(summary['seconds'], 1e-9):.2f} rows/s "
-             f"({done}/{len(rows)} rows, {done / max(elapsed, 1e-9):.2f} rows/s overall)")
+    with Progress(len(rows), "eval", "row") as bar:
+        for summary in ds.iter_rows():
+            for pred in json.loads(summary["predictions"]):
+                answers[pred["id"]] = pred["answer"]
+                if pred["error"]:
+                    errors.append({"id": pred["id"], "error": pred["error"]})
+            done += int(summary["rows"])
+            gen_seconds += float(summary["seconds"])
+            elapsed = time.perf_counter() - t0
+            bar.update(int(summary["rows"]), f"[eval] part {int(summary['part']):05d} done: {summary['rows']} rows, "
+                       f"{summary['rows'] / max(summary['seconds'], 1e-9):.2f} rows/s "
+                       f"({done}/{len(rows)} rows, {done / max(elapsed, 1e-9):.2f} rows/s overall)")
     seconds = time.perf_counter() - t0
     missing = [r.id for r in rows if r.id not in answers]
     if missing:  # every part reports all its rows; a gap is a bug, never silently scored

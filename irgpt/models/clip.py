@@ -137,16 +137,31 @@ def create_clip(name: str = TINY_CLIP, pretrained: str | None = None, seed: int 
     return model, make_preprocess(model), tokenizer
 
 
+class _BelowLevelFrom(logging.Filter):
+    """Drops records under `level` logged from the files of one package."""
+
+    def __init__(self, package_dir: str, level: int):
+        super().__init__()
+        self.package_dir, self.level = package_dir, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or not record.pathname.startswith(self.package_dir)
+
+
 @contextlib.contextmanager
 def _quiet(level: int):
     """open_clip logs every build step on the root logger (INFO inside Ray workers) and
-    warns that a random init is random; silence up to `level` while it builds."""
-    previous = logging.root.manager.disable
-    logging.disable(level)
+    warns that a random init is random (we say so once, in the scorer's own words:
+    `untrained_warning`). While it builds, records under `level` from open_clip's own
+    files are dropped; everything else is logged as usual (no process-wide switch)."""
+    import open_clip
+
+    quiet = _BelowLevelFrom(str(Path(open_clip.__file__).parent), level + 1)
+    logging.root.addFilter(quiet)
     try:
         yield
     finally:
-        logging.disable(previous)
+        logging.root.removeFilter(quiet)
 
 
 def context_length(model: torch.nn.Module, default: int = 77) -> int:

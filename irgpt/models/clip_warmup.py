@@ -271,7 +271,7 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
     from ray.train.torch import TorchTrainer
 
     from irgpt.config.loader import config_hash, to_dict
-    from irgpt.data.io import atomic_write_json, base_manifest
+    from irgpt.data.io import atomic_write_json, base_manifest, manifest_hash
     from irgpt.data.schema import stable_hash
     from irgpt.models.clip import save_clip, weights_hash
     from irgpt.ray_utils import ensure_ray, log0
@@ -329,6 +329,7 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
         "clip_warmup",
         config_hash=config_hash(cfg.scoring.lesson2),
         data_dir=str(Path(data_dir).resolve()),
+        data_manifest_hash=manifest_hash(data_dir),
         model=cfg.scoring.lesson2.model,
         pretrained=cfg.scoring.lesson2.pretrained,
         init_checkpoint=init_checkpoint,

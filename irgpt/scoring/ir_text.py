@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from irgpt.config import Config, config_hash, load_config
 from irgpt.data.io import (
     base_manifest,
+    manifest_hash,
     read_manifest,
     shard_name,
     shard_paths,
@@ -36,7 +37,7 @@ from irgpt.data.io import (
 )
 from irgpt.data.schema import INFRARED_BANDS, answer_text
 from irgpt.errors import CommandError
-from irgpt.ray_utils import ensure_ray, log0
+from irgpt.ray_utils import ensure_ray, log0, warn_untrained
 from irgpt.scoring.base import Scorer
 from irgpt.scoring.pipeline import (
     attach_data_column,
@@ -168,12 +169,15 @@ def _pool_rows(data_dir: Path, k: int, seed: int, context_length: int) -> dict:
 def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
                   warmup: str | None = None, force: bool = False) -> dict:
     """Score every infrared caption pair of `data_dir`; returns the manifest."""
-    from irgpt.curriculum.weights import distributed_medians, eq5_weights
+    from irgpt.curriculum.weights import distributed_medians, weights_from_config
 
     t_start = time.perf_counter()
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
     l2 = cfg.scoring.lesson2
     data_manifest = read_manifest(data_dir)
+    untrained = l2.pretrained is None
+    if untrained:
+        warn_untrained("the Lesson 2 CLIP (before its warm-up)", "scoring.lesson2.pretrained", None)
     ensure_ray(cfg.ray)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
@@ -192,9 +196,13 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
 
         warm_dir = out_dir / "warmup"
         warm_json = warm_dir / "clip_warmup.json"
-        if warm_json.is_file() and json.loads(warm_json.read_text()).get("config_hash") == config_hash(l2):
+        done = json.loads(warm_json.read_text()) if warm_json.is_file() else {}
+        wanted = {"config_hash": config_hash(l2), "data_manifest_hash": manifest_hash(data_dir)}
+        if all(done.get(k) == v for k, v in wanted.items()):  # same settings and the same data
             log0(f"[score_l2] warm-up already done: {warm_dir}")
         else:
+            if done:
+                log0(f"[score_l2] warm-up in {warm_dir} was made from other settings or data: redone")
             clip_warmup(cfg, data_dir, warm_dir)
         warmup = str(warm_dir / "clip_warmup.pt")
     if not Path(warmup).is_file():
@@ -213,7 +221,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     table = pa.concat_tables(pq.read_table(p) for p in shard_paths(out_dir / "_after")).sort_by("sample_id")
     alpha_values = table.column("alpha").to_numpy().astype(np.float64)
     w = l2.weights
-    weight = eq5_weights(alpha_values, temperature=w.temperature, normalize=w.normalize, clip=w.clip, medians=medians)
+    weight = weights_from_config(alpha_values, w, medians)  # a NaN alpha: NaN weight, a tier reject
     rank_source = table.column(l2.rank_by).to_numpy().astype(np.float64)
     rank = normalized_rank(rank_source, table.column("sample_id").to_pylist())
     table = table.append_column("weight", pa.array(weight.astype(np.float32)))
@@ -228,6 +236,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
         lesson="l2",
         num_rows=table.num_rows,
         rejected=rejects.num_rows,
+        untrained=untrained,
         truncated_captions=int(pc.sum(table.column("truncated")).as_py() or 0),
         columns=table.column_names,
         data={"dir": str(data_dir), "config_hash": data_manifest.get("config_hash")},

@@ -4,9 +4,10 @@ Passes over the data, each one a Ray job of its own:
 1. Features (resumable `run_pass` on the actor pool): the MAE encoder with
    mask ratio 0, mean-pooled tokens, for every infrared and visible caption
    row -> `OUT/_features/` (a fixed-size float32 list column, reusable).
-2. Bandwidth: median heuristic (`mmd.median_bandwidth`) on a seeded sample,
-   chosen by a hash of (seed, sample_id) so it is the same whatever the
-   partitioning, and the same for both estimators.
+2. Bandwidth: the median heuristic over the `bandwidth_sample` rows of
+   smallest hash(seed, sample_id) (`mmd.bandwidth_rows`, the rule of the
+   in-memory reference `mmd.lesson1_distances` too), so it is the same
+   whatever the partitioning, and the same for both estimators.
 3. Distances: `rff` - Ray tasks per feature part compute fixed-point partial
    sums of phi for each domain (exact integer sums, any order gives the same
    bits), the driver forms the centroids (Eq. 2) and MMD (Eq. 1), then tasks
@@ -36,9 +37,9 @@ from irgpt.data.io import (
     write_manifest,
     write_rejects,
 )
-from irgpt.data.schema import INFRARED_BANDS, VISIBLE_BANDS, stable_hash
+from irgpt.data.schema import INFRARED_BANDS, VISIBLE_BANDS
 from irgpt.errors import CommandError
-from irgpt.ray_utils import ensure_ray, log0
+from irgpt.ray_utils import ensure_ray, log0, warn_untrained
 from irgpt.scoring import mmd
 from irgpt.scoring.base import Scorer
 from irgpt.scoring.pipeline import (
@@ -127,14 +128,15 @@ def _as_matrix(column) -> np.ndarray:
 
 
 def _bandwidth(feature_dirs: list[Path], l1) -> tuple[float, int]:
-    """Median heuristic on the `bandwidth_sample` rows of smallest hash(seed, id)."""
+    """`mmd.pooled_bandwidth`'s rule over every feature row (infrared and visible):
+    only the chosen rows' features are read."""
     ids = _read_features(feature_dirs, ["sample_id"]).column("sample_id").to_pylist()
-    chosen = set(sorted(ids, key=lambda s: stable_hash(f"{l1.seed}:{s}"))[: l1.bandwidth_sample])
+    chosen = pa.array(sorted(ids[i] for i in mmd.bandwidth_rows(ids, l1.seed, l1.bandwidth_sample)), pa.string())
     parts = []
     for d in feature_dirs:
         for p in shard_paths(d):
             t = pq.read_table(p, columns=["sample_id", "feature"])
-            parts.append(t.filter(pc.is_in(t.column("sample_id"), value_set=pa.array(sorted(chosen), pa.string()))))
+            parts.append(t.filter(pc.is_in(t.column("sample_id"), value_set=chosen)))
     sample = pa.concat_tables(parts).sort_by("sample_id")
     x = _as_matrix(sample.column("feature"))
     return mmd.median_bandwidth(x, l1.seed, max(2, x.shape[0])), x.shape[0]
@@ -201,7 +203,7 @@ def score_ir_vis(
     force: bool = False,
 ) -> dict:
     """Score every infrared caption row of `data_dir`; returns the manifest."""
-    from irgpt.models.mae import load_extractor, weights_hash
+    from irgpt.models.mae import TINY, load_extractor, weights_hash
 
     t_start = time.perf_counter()
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
@@ -212,6 +214,9 @@ def score_ir_vis(
     if est_choice not in ("auto", "exact", "rff"):
         raise CommandError(f"--estimator {est_choice!r}: choose exact, rff or auto")
     data_manifest = read_manifest(data_dir)
+    untrained = extractor == TINY
+    if untrained:
+        warn_untrained("the Lesson 1 feature extractor", "scoring.lesson1.extractor", TINY)
     ensure_ray(cfg.ray)
     model = load_extractor(extractor)
     weights = weights_hash(model)
@@ -267,6 +272,7 @@ def score_ir_vis(
         lesson="l1",
         num_rows=out.num_rows,
         rejected=rejects.num_rows,
+        untrained=untrained,
         columns=out.column_names,
         data={"dir": str(data_dir), "config_hash": data_manifest.get("config_hash"),
               "visible_data": visible_data},

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 from irgpt.config.sections import Lesson1Config
+from irgpt.data.schema import stable_hash
 
 MMD_ZERO_TOL = 1e-12
 """MMD^2 at or below this counts as identical domains (p_i = d_i = 0)."""
@@ -113,10 +114,35 @@ def median_bandwidth(x: np.ndarray, seed: int, sample: int) -> float:
     return BANDWIDTH_FALLBACK
 
 
-def pooled_bandwidth(ir: np.ndarray, vis: np.ndarray, seed: int, sample: int) -> float:
-    """`median_bandwidth` over the pooled sample [ir; vis] (each sorted by sample_id)."""
+def bandwidth_rows(ids: list[str], seed: int, sample: int) -> np.ndarray:
+    """The rows the bandwidth is taken over: the `sample` ids of smallest
+    `stable_hash(f"{seed}:{id}")`, returned as indices in sample_id order.
+
+    The one rule of the in-memory reference (`pooled_bandwidth`) and of the Ray
+    pipeline (`ir_vis`), so both find the same bandwidth on the same rows, in
+    whatever order or partitioning the rows arrive.
+    """
+    if sample < 2:
+        raise ValueError(f"bandwidth sample must be >= 2, got {sample}")
+    chosen = sorted(range(len(ids)), key=lambda i: stable_hash(f"{seed}:{ids[i]}"))[:sample]
+    return np.array(sorted(chosen, key=lambda i: ids[i]), dtype=np.int64)
+
+
+def pooled_bandwidth(ir: np.ndarray, vis: np.ndarray, seed: int, sample: int,
+                     ir_ids: list[str] | None = None, vis_ids: list[str] | None = None) -> float:
+    """The median heuristic over the `bandwidth_rows` of the pooled rows [ir; vis].
+
+    Without ids the rows are named by side and position (tests and benchmarks
+    on bare arrays); the scorers always pass sample ids.
+    """
     x, v = _pair(ir, vis)
-    return median_bandwidth(np.concatenate([x, v], axis=0), seed, sample)
+    ids = list(ir_ids if ir_ids is not None else (f"ir-{i:012d}" for i in range(x.shape[0])))
+    ids += list(vis_ids if vis_ids is not None else (f"vis-{i:012d}" for i in range(v.shape[0])))
+    pooled = np.concatenate([x, v], axis=0)
+    if len(ids) != pooled.shape[0]:
+        raise ValueError(f"pooled_bandwidth: {len(ids)} ids for {pooled.shape[0]} rows")
+    rows = pooled[bandwidth_rows(ids, seed, sample)]
+    return median_bandwidth(rows, seed, max(2, rows.shape[0]))
 
 
 # ------------------------------------------------------- exact (kernel) ----
@@ -373,14 +399,17 @@ def choose_estimator(n: int, m: int, cfg: Lesson1Config) -> str:
     return "rff" if n * m > cfg.exact_max_pairs else "exact"
 
 
-def lesson1_distances(ir: np.ndarray, vis: np.ndarray, cfg: Lesson1Config) -> tuple[np.ndarray, dict]:
-    """Bandwidth (pooled median heuristic) + the configured estimator, in memory.
+def lesson1_distances(ir: np.ndarray, vis: np.ndarray, cfg: Lesson1Config,
+                      ir_ids: list[str] | None = None, vis_ids: list[str] | None = None) -> tuple[np.ndarray, dict]:
+    """Bandwidth (`pooled_bandwidth`) + the configured estimator, in memory: the
+    reference the Ray pipeline (`ir_vis`) is tested against.
 
-    `ir` and `vis` rows must be sorted by sample_id (canonical order for the
-    bandwidth sample). Returns (d (n,), stats incl. estimator and bandwidth).
+    Rows in sample_id order on each side (the RFF sums and the exact kernel
+    sums are order-independent; ids pick the bandwidth rows). Returns
+    (d (n,), stats incl. estimator and bandwidth).
     """
     x, v = _pair(ir, vis)
-    s = pooled_bandwidth(x, v, cfg.seed, cfg.bandwidth_sample)
+    s = pooled_bandwidth(x, v, cfg.seed, cfg.bandwidth_sample, ir_ids, vis_ids)
     if choose_estimator(x.shape[0], v.shape[0], cfg) == "exact":
         return exact_distances(x, v, s)
     return rff_estimate(x, v, s, cfg.rff_dim, cfg.seed)

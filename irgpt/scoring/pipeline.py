@@ -6,7 +6,7 @@ How a pass runs:
    rows [start, stop) of one shard file. The plan depends on the input files
    and `part_rows` only, never on Ray's block layout or the number of actors.
 2. `ray.data.from_items(parts)` feeds the part descriptors to
-   `map_batches(_PartWorker, concurrency=N, num_cpus/num_gpus=...)`: each actor
+   `map_batches(_PartWorker, compute=ActorPoolStrategy(size=N), num_cpus/num_gpus=...)`: each actor
    builds the scorer once, reads its part's rows itself (rows never travel
    through the driver), scores them and *commits* the part: rejects first,
    then `part-KKKKK.parquet` under a temp name renamed into place.
@@ -156,7 +156,7 @@ def run_pass(
                 "columns": columns,
             },
             batch_size=1,
-            concurrency=max(1, min(pool.concurrency, len(todo))),
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(pool.concurrency, len(todo)))),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus or None,
         )

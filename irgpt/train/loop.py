@@ -202,8 +202,12 @@ def train_loop_per_worker(config: dict) -> None:
     initial_val = None
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            engine.load_checkpoint(ckpt_dir, tag="state")
+            # Our JSON first: DeepSpeed's load unpickles, so it only reads a checkpoint of this run.
             state = json.loads(Path(ckpt_dir, f"{CLIENT_STATE}.rank{rank}").read_text())
+            if state.get("run") != config["run_name"]:
+                raise RuntimeError(f"{ckpt_dir}: checkpoint of run {state.get('run')!r}, "
+                                   f"not of this run {config['run_name']!r}: refusing to load it")
+            engine.load_checkpoint(ckpt_dir, tag="state")
         iterator.load_state_dict(state["iterator"])
         _set_rng_state(state["rng"])
         step, initial_val = state["global_step"], state["initial_val_loss"]
@@ -288,7 +292,7 @@ def train_loop_per_worker(config: dict) -> None:
             validate(step, retrieval=False)
         if step % cfg.train.checkpoint_every == 0 and step < total_steps:
             _checkpoint(engine, iterator, step, initial_val, rank, {"loss": step_loss, "global_step": step},
-                        initial_r1)
+                        initial_r1, config["run_name"])
 
     last = validate(step, retrieval=True)
     final_val = last["val_loss"]
@@ -300,7 +304,8 @@ def train_loop_per_worker(config: dict) -> None:
     _checkpoint(engine, iterator, step, initial_val, rank,
                 {"global_step": step, "initial_val_loss": initial_val, "final_val_loss": final_val,
                  "val_rows": len(held_out), "unigram_val_loss": unigram, **retrieval,
-                 "model": model_dir, "steps_per_epoch": steps_per_epoch, **collator.counters()}, initial_r1)
+                 "model": model_dir, "steps_per_epoch": steps_per_epoch, **collator.counters()}, initial_r1,
+                config["run_name"])
     iterator.close()
     log.close()
 
@@ -338,14 +343,15 @@ def _all_reduce_sum(value: float, world_size: int) -> float:
 
 
 def _checkpoint(engine, iterator, step: int, initial_val: float, rank: int, metrics: dict,
-                initial_r1: float | None = None) -> None:
-    """Every rank saves its DeepSpeed shard + client state; Ray merges them into one checkpoint."""
+                initial_r1: float | None, run_name: str) -> None:
+    """Every rank saves its DeepSpeed shard + client state (with the run's name, checked
+    before a resume loads anything); Ray merges them into one checkpoint."""
     import ray.train
     from ray.train import Checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         engine.save_checkpoint(tmp, tag="state")
-        state = {"iterator": iterator.state_dict(), "rng": _rng_state(), "global_step": step,
+        state = {"run": run_name, "iterator": iterator.state_dict(), "rng": _rng_state(), "global_step": step,
                  "initial_val_loss": initial_val, "initial_retrieval_r1": initial_r1}
         Path(tmp, f"{CLIENT_STATE}.rank{rank}").write_text(json.dumps(state))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))

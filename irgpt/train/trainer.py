@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -108,6 +109,43 @@ def latest_checkpoint(storage: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+TRAINING_SECTIONS = ("train", "deepspeed", "curriculum")
+"""The config sections a training run's state depends on (the pipeline's train stage key too)."""
+
+
+def training_hash(cfg: Config) -> str:
+    """8 hex digits naming the config a training run's checkpoints belong to."""
+    whole = cfg.to_dict()
+    return config_hash({s: whole[s] for s in TRAINING_SECTIONS})[:8]
+
+
+def ray_run_name(cfg: Config, run_dir: Path, stage: int) -> str:
+    """The Ray Train run's name: the run directory (its name and a hash of its absolute
+    path), the stage and `training_hash`, so runs sharing a `train.storage_path` never
+    see each other's checkpoints."""
+    where = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:6]
+    return f"{run_dir.name}-{where}-stage{stage}-{training_hash(cfg)}"
+
+
+def resume_checkpoint(cfg: Config, storage: Path, run_dir: Path, stage: int) -> Path | None:
+    """The checkpoint `--resume` continues from: this run's own, under this config.
+
+    A checkpoint of the same run directory written under another config is refused,
+    naming both config hashes (a resume must not mix two configs' state)."""
+    name = ray_run_name(cfg, run_dir, stage)
+    mine = latest_checkpoint(storage / name)
+    if mine is not None:
+        return mine
+    prefix = name.rsplit("-", 1)[0] + "-"
+    others = sorted(d.name.rsplit("-", 1)[-1] for d in storage.glob(f"{prefix}*")
+                    if d.is_dir() and latest_checkpoint(d) is not None)
+    if others:
+        raise CommandError(f"--resume {run_dir}: stage {stage} was checkpointed under config {', '.join(others)}, "
+                           f"this config is {training_hash(cfg)}: pass the --config and --set the run started "
+                           "with, or start a new run")
+    return None
+
+
 def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, run_dir: Path,
               init_model: Path, *, fail_at_step: int | None = None, resume: bool = False,
               callbacks: list | None = None) -> dict:
@@ -145,6 +183,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
          + f", {stage_cfg.epochs} epoch(s)")
     out_dir = run_dir / f"stage{stage}"
     storage = Path(cfg.train.storage_path or run_dir / "ray").resolve()
+    run_name = ray_run_name(cfg, run_dir, stage)
     log0(f"[train] stage {stage}: {world} workers x micro {arith.micro_batch_size} x accumulation "
          f"{arith.grad_accum_steps} = global {arith.global_batch_size}; {total} optimizer steps; "
          f"ZeRO-{cfg.deepspeed.zero_stage}")
@@ -158,7 +197,8 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "out_dir": str(out_dir),
         "val": {"data_dir": str(data_dir), "limit": cfg.train.val_limit, "every": cfg.train.val_every,
                 "retrieval": cfg.train.val_retrieval if stage == 1 else 0},
-        "resume_checkpoint": str(latest_checkpoint(storage / f"stage{stage}") or "") if resume else "",
+        "run_name": run_name,
+        "resume_checkpoint": str(resume_checkpoint(cfg, storage, run_dir, stage) or "") if resume else "",
         "fail_at_step": fail_at_step,
         "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
     }
@@ -168,7 +208,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=world, use_gpu=cfg.train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=f"stage{stage}",
+            name=run_name,
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
@@ -227,13 +267,18 @@ def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path |
     read_manifest(data_dir)
     if stage in ("1", "all"):
         iterator_kwargs(cfg, 1, data_dir, tiers_dir)  # tier input and curriculum.m checked before any work
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if resume and summary.get("training_hash") not in (None, training_hash(cfg)):
+        raise CommandError(f"--resume {out_dir}: the run was trained under config {summary['training_hash']}, "
+                           f"this config is {training_hash(cfg)} (hashes of {', '.join(TRAINING_SECTIONS)}): "
+                           "pass the --config and --set the run started with, or start a new run")
     ensure_ray(cfg.ray)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / ARGS_FILE, {"stage": stage, "data_dir": str(data_dir.resolve()),
                                              "tiers_dir": str(tiers_dir.resolve()) if tiers_dir else None})
-    summary_path = out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary["config_hash"] = config_hash(cfg)
+    summary["training_hash"] = training_hash(cfg)
     stages = {"1": [1], "2": [2], "all": [1, 2]}[stage]
     base = prepare_base_model(cfg, data_dir, out_dir / "base")
     for s in stages:

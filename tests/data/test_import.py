@@ -397,8 +397,8 @@ def test_zero_rows_still_writes_a_readable_shard(tmp_path):
 
 
 def test_readable_by_pandas_and_duckdb(tmp_path):
-    pd = pytest.importorskip("pandas")
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
+    import pandas as pd
     _png(tmp_path / "a.png")
     import_files(
         [_write(tmp_path / "a.jsonl", [rec(i, "a.png") for i in range(5)])],
@@ -413,7 +413,8 @@ def test_readable_by_pandas_and_duckdb(tmp_path):
 def test_pandas_reads_the_directory(tmp_path):
     """pandas reads the dataset dir with the documented ignore list (manifest.json
     sits beside the shards, and Arrow only skips '_'/'.' names by itself)."""
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     from irgpt.data.io import PANDAS_IGNORE, read_pandas
 
     _png(tmp_path / "a.png")

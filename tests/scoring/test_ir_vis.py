@@ -43,8 +43,10 @@ def cfg_for(concurrency=1, part_rows=512, **extra):
     return load_config(None, sets + [f"{k}={v}" for k, v in extra.items()])
 
 
-def test_one_score_per_infrared_caption_row_with_provenance(small_data, tmp_path, ray_local):
+def test_one_score_per_infrared_caption_row_with_provenance(small_data, tmp_path, ray_local, capsys):
     manifest = score_ir_vis(cfg_for(), small_data, tmp_path / "E", extractor="tiny", estimator="exact")
+    assert manifest["untrained"] is True  # the random-init tiny extractor is named as such
+    assert "WARNING: the Lesson 1 feature extractor is random-init and untrained" in capsys.readouterr().err
     scores = read_table(tmp_path / "E")
     ids = scores.column("sample_id").to_pylist()
     assert sorted(ids) == ir_caption_ids(small_data) and len(set(ids)) == len(ids)
@@ -138,3 +140,31 @@ def test_trained_extractor_recovers_the_synthetic_band_order(tmp_path, ray_local
     # smaller than that spread. The band order above is the invariant; 0.5 keeps the
     # correlation check meaningful on any of the machines seen.
     assert spearmanr(d, t.column("gt_band_rank").to_numpy()).statistic >= 0.5
+
+
+@pytest.mark.parametrize("estimator", ["exact", "rff"])
+def test_the_ray_pass_equals_the_in_memory_reference(small_data, tmp_path, ray_local, estimator):
+    """`score_ir_vis` (bandwidth by id hash over parts, RFF fixed-point sums on Ray tasks)
+    against `mmd.lesson1_distances` on the same features: same bandwidth, same d_i
+    (to float32 rounding); swapping the two domains' sums would fail here."""
+    import pyarrow as pa
+
+    from irgpt.data.schema import VISIBLE_BANDS
+    from irgpt.scoring import mmd
+
+    cfg = cfg_for(concurrency=2, part_rows=16, **{"scoring.lesson1.bandwidth_sample": 20,
+                                                  "scoring.lesson1.estimator": estimator})
+    manifest = score_ir_vis(cfg, small_data, tmp_path / "E", extractor="tiny")
+    feats = read_table(tmp_path / "E" / FEATURES, ["sample_id", "band", "feature"]).sort_by("sample_id")
+    side = {}
+    for name, bands in (("ir", INFRARED_BANDS), ("vis", VISIBLE_BANDS)):
+        t = feats.filter(pc.is_in(feats.column("band"), value_set=pa.array(bands)))
+        side[name] = (np.array(t.column("feature").to_pylist(), np.float64), t.column("sample_id").to_pylist())
+    assert len(side["ir"][1]) + len(side["vis"][1]) > 20  # the sample is a strict subset
+    d_ref, stats = mmd.lesson1_distances(side["ir"][0], side["vis"][0], cfg.scoring.lesson1,
+                                         side["ir"][1], side["vis"][1])
+    assert manifest["stats"]["bandwidth"] == stats["bandwidth"] and manifest["stats"]["estimator"] == estimator
+    assert manifest["stats"]["mmd"] == pytest.approx(stats["mmd"], rel=1e-9, abs=1e-12)
+    scores = read_table(tmp_path / "E", ["sample_id", "d_ir_vis"]).sort_by("sample_id")
+    assert scores.column("sample_id").to_pylist() == side["ir"][1]
+    np.testing.assert_allclose(scores.column("d_ir_vis").to_numpy(), d_ref.astype(np.float32), rtol=1e-6, atol=1e-6)
