@@ -2,7 +2,7 @@
 
 Defaults are the embedded demo's (tiny models, synthetic data, local Ray on 2
 CPUs); real-scale runs override them in `configs/*.yaml`. Decisions taken
-where the paper is silent are marked "Decision (METHOD.md)".
+where the paper is silent are marked "Decision (docs/method.md)".
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class FeTrainConfig:
 
 @dataclass
 class Lesson1Config:
-    """Lesson 1 (METHOD.md): IR-VIS distance from MAE features (Eq. 1-3)."""
+    """Lesson 1 (docs/method.md): IR-VIS distance from MAE features (Eq. 1-3)."""
 
     extractor: str = "tiny"
     """`tiny` (random-init tiny ViTMAE config) or a local HF ViTMAE directory."""
@@ -155,7 +155,7 @@ class ClipWarmupConfig:
 
     epochs: int = 10
     """Decision: the paper gives no length; a tiny random-init CLIP needs
-    ~200+ optimizer steps (STACK_NOTES.md). Real CLIP: 1 epoch."""
+    ~200+ optimizer steps (docs/stack.md). Real CLIP: 1 epoch."""
     lr: float = 1e-3
     batch_size: int = 128
     weight_decay: float = 0.1
@@ -166,7 +166,7 @@ class ClipWarmupConfig:
 
 @dataclass
 class Lesson2Config:
-    """Lesson 2 (METHOD.md): CLIP loss before / after warm-up (Eq. 4-5)."""
+    """Lesson 2 (docs/method.md): CLIP loss before / after warm-up (Eq. 4-5)."""
 
     model: str = "irgpt-tiny-clip"
     """open_clip architecture name (tiny config shipped in the package)."""
@@ -174,7 +174,7 @@ class Lesson2Config:
     """Local checkpoint file for real runs; null = random init."""
     context_length: int = 77
     pool_size: int = 255
-    """K fixed seeded negatives per sample (Decision, METHOD.md)."""
+    """K fixed seeded negatives per sample (Decision, docs/method.md)."""
     warmup: ClipWarmupConfig = field(default_factory=ClipWarmupConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     rank_by: Literal["loss_after", "loss_before", "alpha"] = "loss_after"
@@ -200,7 +200,7 @@ class PacingConfig:
 
 @dataclass
 class CurriculumConfig:
-    """Composite ranking, M tiers, schedule (METHOD.md "Curriculum schedule")."""
+    """Composite ranking, M tiers, schedule (docs/method.md "Curriculum schedule")."""
 
     m: int = 4
     """Number of difficulty tiers (Decision: 4; Tune searches it)."""

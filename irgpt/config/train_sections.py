@@ -9,7 +9,7 @@ from typing import Literal
 
 @dataclass
 class LoraConfig:
-    """peft LoRA for stage 2 (Decision, METHOD.md: r=16, alpha=32, dropout 0.05)."""
+    """peft LoRA for stage 2 (Decision, docs/method.md: r=16, alpha=32, dropout 0.05)."""
 
     r: int = 16
     alpha: int = 32
@@ -24,7 +24,7 @@ class LoraConfig:
 
 @dataclass
 class StageConfig:
-    """One training stage (METHOD.md "Model and two training stages")."""
+    """One training stage (docs/method.md "Model and two training stages")."""
 
     lr: float = 1e-3
     epochs: int = 1
@@ -91,7 +91,7 @@ class TinyLMConfig:
 @dataclass
 class DeepSpeedConfig:
     zero_stage: Literal[0, 1, 2, 3] = 2
-    """Decision (METHOD.md): ZeRO stage 2 by default."""
+    """Decision (docs/method.md): ZeRO stage 2 by default."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto = bf16 on GPU, fp32 on CPU."""
     gradient_clipping: float = 1.0

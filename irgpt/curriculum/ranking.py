@@ -1,4 +1,4 @@
-"""Composite rank, tie-breaks and the tier split (METHOD.md "Curriculum schedule").
+"""Composite rank, tie-breaks and the tier split (docs/method.md "Curriculum schedule").
 
 Pure pyarrow / numpy functions shared by both tiering engines (`tier_local`
 and `tier_ray`): the local engine applies them to whole tables, the Ray engine
@@ -7,7 +7,7 @@ status, composite rank and tier depend only on its own scores and the global
 order, so both engines write the same bytes.
 
 Global order: ascending by the sort key (`composite_rank`, `_h`, `sample_id`)
-where `_h = stable_hash(sample_id)` breaks ties (METHOD.md), and the id itself
+where `_h = stable_hash(sample_id)` breaks ties (docs/method.md), and the id itself
 breaks the (2^-63) hash collisions, so the order is total.
 """
 

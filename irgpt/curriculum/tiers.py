@@ -3,7 +3,7 @@
     manifest = build_tiers("runs/demo/data", ["runs/demo/scores_l1", "runs/demo/scores_l2"],
                            "runs/demo/tiers", cfg.curriculum)
 
-METHOD.md "Curriculum schedule": composite rank r = lam * rank_l1 + (1 - lam)
+docs/method.md "Curriculum schedule": composite rank r = lam * rank_l1 + (1 - lam)
 * rank_l2 over normalised ranks (one lesson only: that rank; anti: 1 - r),
 ties broken by stable_hash(sample_id) (then the id); M tiers of equal size
 (the first n % M get one extra row), tier 0 = easiest. Output layout and

@@ -1,4 +1,4 @@
-"""Eq. 4-5 (METHOD.md, Lesson 2): the change of CLIP loss and the adaptive weights.
+"""Eq. 4-5 (docs/method.md, Lesson 2): the change of CLIP loss and the adaptive weights.
 
 Shared by the Lesson 2 scorer (which writes `alpha` and `weight`), by
 `irgpt tier --reweight` and by Tune (which may vary `WeightsConfig` without

@@ -2,7 +2,7 @@
 
 Every rule reads one `Annotated` record and either returns a `Sample` (task,
 rule name, question, answer, and the ground truth the answer encodes) or
-raises `NotApplicable` with the reason. Answer formats are METHOD.md's table
+raises `NotApplicable` with the reason. Answer formats are docs/method.md's table
 ("The benchmark"); the formatters below are the only place they are written:
 
     recognition  (C) person                    one present category among 4 options

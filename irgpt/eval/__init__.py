@@ -1,4 +1,4 @@
-"""Benchmark evaluation on the 9 IR-TD tasks (METHOD.md, "The benchmark").
+"""Benchmark evaluation on the 9 IR-TD tasks (docs/method.md, "The benchmark").
 
 ``parse`` reads answers, ``metrics`` scores parsed values, ``readers`` loads
 annotation and prediction files, ``tasks`` names and infers tasks, ``score``

@@ -1,7 +1,7 @@
 """``irgpt eval ...`` commands (registered by ``irgpt/cli.py``).
 
 ``irgpt eval score`` scores a predictions file against benchmark annotations
-with no model involved (METHOD.md, "The benchmark"); ``irgpt eval run``
+with no model involved (docs/method.md, "The benchmark"); ``irgpt eval run``
 generates a model's answers on a dataset's benchmark rows (Ray Data) and
 scores them (``irgpt.eval.run``); see docs/eval.md.
 

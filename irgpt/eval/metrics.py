@@ -1,4 +1,4 @@
-"""Metric functions for the benchmark (METHOD.md, "The benchmark" table).
+"""Metric functions for the benchmark (docs/method.md, "The benchmark" table).
 
 Inputs are already-parsed values; ``None`` stands for an unparseable
 prediction, which is always scored as wrong, never dropped:

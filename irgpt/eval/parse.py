@@ -1,6 +1,6 @@
 """Answer parsers for the nine IR-TD benchmark tasks.
 
-METHOD.md, "The benchmark: 9 tasks, psum and nsum", lists one answer format
+docs/method.md, "The benchmark: 9 tasks, psum and nsum", lists one answer format
 per task; this module reads each of them out of free model text (and out of
 the ground-truth answers, which use the same formats):
 
@@ -14,7 +14,7 @@ the ground-truth answers, which use the same formats):
     questions     ...\\n(A) person (B) duck ...           -> parse_options
 
 Every parser returns None for "unparseable"; the scorer counts that as a
-wrong answer, never drops it (METHOD.md).
+wrong answer, never drops it (docs/method.md).
 
 Safety and bounded work (model output is untrusted):
 - nothing is evaluated: no ``eval``, no ``ast.literal_eval``;

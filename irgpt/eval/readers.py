@@ -1,6 +1,6 @@
 """Read benchmark annotations and model predictions.
 
-Annotations use the IR-TD conversation layout (METHOD.md, "The benchmark"):
+Annotations use the IR-TD conversation layout (docs/method.md, "The benchmark"):
 ``{"id", "image": [path] or path, "conversations": [{"from": "human",
 "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]}``, optionally
 with a ``task`` field. A file may be a JSON array, JSONL, or JSON objects

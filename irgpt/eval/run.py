@@ -1,6 +1,6 @@
 """``irgpt eval run``: greedy generation on the benchmark rows of a dataset, then scoring.
 
-METHOD.md, "The benchmark: 9 tasks, psum and nsum"; docs/eval.md, "eval run".
+docs/method.md, "The benchmark: 9 tasks, psum and nsum"; docs/eval.md, "eval run".
 
 How a run goes:
 1. The driver reads the small columns of the benchmark dataset (``sample_id``,

@@ -1,6 +1,6 @@
 """Score predictions against benchmark samples: per task, then psum / nsum.
 
-METHOD.md, "The benchmark: 9 tasks, psum and nsum". ``score_records`` scores
+docs/method.md, "The benchmark: 9 tasks, psum and nsum". ``score_records`` scores
 one task; ``score_all`` groups samples by task (``tasks.assign_tasks``),
 scores each and adds psum / nsum over the tasks present. Both are plain
 functions over in-memory data so ``irgpt eval run`` can reuse them; the

@@ -1,6 +1,6 @@
 """The nine benchmark tasks: names, table order, psum/nsum, task inference.
 
-METHOD.md, "The benchmark: 9 tasks, psum and nsum": psum = Scene + Rec. +
+docs/method.md, "The benchmark: 9 tasks, psum and nsum": psum = Scene + Rec. +
 Gro. + Rel. + ReID + Sec. (higher is better), nsum = Loc. + A.C. + P.C.
 (lower is better). ``TASKS`` is the paper's column order.
 

@@ -1,4 +1,4 @@
-"""`irgpt clip-warmup`: the short CLIP fine-tune between l and l' (METHOD.md, Lesson 2).
+"""`irgpt clip-warmup`: the short CLIP fine-tune between l and l' (docs/method.md, Lesson 2).
 
 Ordinary CLIP training on the infrared caption pairs of the train split
 (bands nir / swir / mwir / lwir / unknown, task `caption`), on Ray Train

@@ -1,6 +1,6 @@
 """`irgpt fe-train`: (re-)train the Lesson 1 MAE with masking, as a Ray Train job.
 
-METHOD.md "Lesson 1": the extractor is re-trained with masking on infrared
+docs/method.md "Lesson 1": the extractor is re-trained with masking on infrared
 and visible grayscale images. Training rows: `split == "train"`,
 `task == "caption"` (each scene image once; the instruction rows repeat the
 same images), `band` in `FE_BANDS` (every infrared band + `vis_gray`; RGB
@@ -12,7 +12,7 @@ same rows (sorted by sample_id) and decodes its own strided slice
 `np.random.default_rng([seed, epoch, rank])` and the MAE mask noise from a
 torch generator seeded by (seed, rank). The run is therefore reproducible
 for a given worker count (Ray Data's `streaming_split` order is not,
-STACK_NOTES.md), and tiny images do not pay Ray Data's per-task overhead. The
+docs/stack.md), and tiny images do not pay Ray Data's per-task overhead. The
 decoded slice is held in memory (uint8: 4 KiB per 64 px image; a real-scale
 run at 224 px holds 50 KiB per image per worker).
 
@@ -47,7 +47,7 @@ from irgpt.ray_utils import ensure_ray, log0
 __all__ = ["FE_BANDS", "ensure_ray", "fe_train", "select_rows", "train_loop_per_worker"]
 
 FE_BANDS = ("nir", "swir", "mwir", "lwir", "unknown", "vis_gray")
-"""Bands the MAE trains on: infrared + visible grayscale (METHOD.md)."""
+"""Bands the MAE trains on: infrared + visible grayscale (docs/method.md)."""
 
 BETAS = (0.9, 0.95)
 WEIGHT_DECAY = 0.05

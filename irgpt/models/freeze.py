@@ -1,4 +1,4 @@
-"""Which parameters train in each stage (METHOD.md "Model and two training stages").
+"""Which parameters train in each stage (docs/method.md "Model and two training stages").
 
 - Stage 1 (incremental pre-training): vision encoder + projector train; the
   LLM, its embeddings and `lm_head` are frozen.
@@ -11,7 +11,7 @@ adapter checkpoint, so `model.save_pretrained(dir)` saves everything stage 2
 changed (LoRA A/B + projector) and `merge_and_unload()` gives a plain model.
 The LoRA target is a regex on module names (`LoraConfig.target_modules`,
 matched with `re.fullmatch` by peft) that must hit only the LLM: the vision
-tower has `q_proj`/`v_proj` too (STACK_NOTES.md).
+tower has `q_proj`/`v_proj` too (docs/stack.md).
 
 Module names (transformers 5.x): LLaVA and native InternVL keep
 `model.model.{vision_tower, multi_modal_projector, language_model}` and

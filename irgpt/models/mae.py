@@ -1,7 +1,7 @@
 """The Lesson 1 feature extractor: a masked autoencoder (transformers ViTMAE).
 
 The paper uses InfMAE re-trained with masking on infrared and visible
-grayscale images (METHOD.md "Lesson 1"); the demo uses a tiny ViTMAE of the
+grayscale images (docs/method.md "Lesson 1"); the demo uses a tiny ViTMAE of the
 same shape of computation (`tiny_config`), trained by `irgpt fe-train`
 (`irgpt.models.fe_train`). Images are single-channel: infrared bands and
 `vis_gray` are grayscale already, RGB `vis` images are converted to L

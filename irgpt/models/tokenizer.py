@@ -9,7 +9,7 @@ maps to `<unk>`.
 
 Single tokens (never split by BPE):
 - special: `<pad>` `<unk>` `<s>` `</s>` `<image>` (`skip_special_tokens` drops them);
-- answer-format tags (METHOD.md benchmark table): `<num>` `</num>` `<box>`
+- answer-format tags (docs/method.md benchmark table): `<num>` `</num>` `<box>`
   `</box>` `<ref>` `</ref>` `<pos>` `</pos>`; added as ordinary (non-special)
   tokens so `decode(..., skip_special_tokens=True)` keeps them for parsing.
 

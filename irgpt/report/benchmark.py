@@ -1,6 +1,6 @@
 """The benchmark table in the paper's column order, as HTML rows and as Markdown.
 
-Columns (METHOD.md, "The benchmark"): Scene, Rec., Gro., Rel., ReID, Sec.,
+Columns (docs/method.md, "The benchmark"): Scene, Rec., Gro., Rel., ReID, Sec.,
 psum, Loc., A.C., P.C., nsum; the task keys and labels are `irgpt.eval.tasks`'.
 Input: `eval/metrics.json` as `irgpt eval score --out` writes it
 ({"psum", "nsum", "psum_tasks", "nsum_tasks", "tasks": {task: {"score",

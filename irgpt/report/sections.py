@@ -118,7 +118,7 @@ def lesson1(ctx: Context) -> str:
     man = read_manifest(d)
     stats = man.get("stats") if isinstance(man.get("stats"), dict) else {}
     summary = man.get("summary") if isinstance(man.get("summary"), dict) else {}
-    out = "<p>Each infrared sample's distance to the visible domain in MAE feature space (METHOD.md, " \
+    out = "<p>Each infrared sample's distance to the visible domain in MAE feature space (docs/method.md, " \
           "Eq. 1-3; d_i = MMD − p_i). Low d = close to visible = easy; the curriculum ranks by d ascending.</p>"
     df = ctx.guard_value("Lesson 1 scores", _l1_rows, d)
     if isinstance(df, str):  # the note saying why there are no rows

@@ -1,6 +1,6 @@
 """Lesson 2 per-sample loss: symmetric InfoNCE against a fixed, seeded pool.
 
-Decision (METHOD.md, Lesson 2): the paper does not say how a per-sample loss
+Decision (docs/method.md, Lesson 2): the paper does not say how a per-sample loss
 is taken out of a batch loss. Pair i is scored against a FIXED pool of other
 samples, chosen once by seed and reused for l (before warm-up) and l' (after),
 so a sample's loss never depends on which batch or part it fell in:

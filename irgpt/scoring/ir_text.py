@@ -1,4 +1,4 @@
-"""Lesson 2 on Ray: `irgpt score ir-text` (METHOD.md "Lesson 2", Eq. 4-5).
+"""Lesson 2 on Ray: `irgpt score ir-text` (docs/method.md "Lesson 2", Eq. 4-5).
 
 1. Pool: K + 1 infrared caption pairs chosen by a hash of (seed, sample_id)
    (`clip_loss.select_pool`), the same for l and l'.

@@ -1,4 +1,4 @@
-"""Lesson 1 on Ray: `irgpt score ir-vis` (METHOD.md "Lesson 1", Eq. 1-3).
+"""Lesson 1 on Ray: `irgpt score ir-vis` (docs/method.md "Lesson 1", Eq. 1-3).
 
 Passes over the data, each one a Ray job of its own:
 1. Features (resumable `run_pass` on the actor pool): the MAE encoder with

@@ -1,4 +1,4 @@
-"""Lesson 1 maths (METHOD.md "Lesson 1"): MMD between the infrared and visible
+"""Lesson 1 maths (docs/method.md "Lesson 1"): MMD between the infrared and visible
 feature sets, and each infrared sample's remaining distance to the visible domain.
 
 Pure float64 NumPy functions (no Ray, no torch); the Ray Data scoring
@@ -9,7 +9,7 @@ feature map phi, bandwidth s.
 - Eq. 1: MMD^2 = || (1/n) sum_i phi(x_i) - (1/m) sum_j phi(v_j) ||_H^2
 - Eq. 2: c_ir = (1/n) sum_i phi(x_i),  c_vis = (1/m) sum_j phi(v_j)
 - Eq. 3: p_i = (phi(x_i) - c_ir) . (c_vis - c_ir) / ||c_vis - c_ir||  (projection)
-- **Decision** (METHOD.md): d_i = MMD - p_i, ranked ascending (smallest
+- **Decision** (docs/method.md): d_i = MMD - p_i, ranked ascending (smallest
   d_i = closest to visible = easiest). The printed Eq. 3 (p_i + MMD) grows
   towards the visible domain, the opposite of the paper's text and Fig. 5.
 

@@ -5,7 +5,7 @@ smallest value (= the easiest sample for Lesson 1's d_i and Lesson 2's loss),
 1 the largest. Ties (equal values) are broken by
 `irgpt.data.schema.stable_hash(sample_id)` and then by the id itself, so the
 ranking is a total order that depends only on the (value, id) pairs, never on
-row order, partitioning or the Python process (METHOD.md "Curriculum
+row order, partitioning or the Python process (docs/method.md "Curriculum
 schedule": "ties broken by a stable hash of the sample id").
 """
 

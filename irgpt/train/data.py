@@ -1,6 +1,6 @@
 """Which rows each stage trains and validates on (defined once).
 
-- Stage 1 (incremental pre-training, METHOD.md): infrared caption pairs; the
+- Stage 1 (incremental pre-training, docs/method.md): infrared caption pairs; the
   training rows come from the tier datasets (`irgpt tier`), already filtered.
 - Stage 2 (instruction fine-tuning): the instruction samples of all task
   types (every task but `caption`) of the data directory's `train` split.

@@ -41,7 +41,7 @@ def data_parallel_world_size(train_cfg: TrainConfig) -> int:
 # runs GAS micro-batches of `micro_batch_size`, so
 #     global = micro * W * GAS.
 # GAS must be a whole number, else the step would not see the paper's batch
-# of 32 (METHOD.md); there is no silent rounding.
+# of 32 (docs/method.md); there is no silent rounding.
 @dataclass(frozen=True)
 class BatchArithmetic:
     global_batch_size: int

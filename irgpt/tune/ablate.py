@@ -16,7 +16,7 @@ random is Table 3's full method) run once and are reported in both tables.
 whose metrics.json matches its config is reused, so re-running continues an
 interrupted ablation. `OUT/ablation.json` and `OUT/ablation.md` hold the
 table: per row the mean and spread (min / max, sample std) over seeds, and the
-paper's published numbers (InternVL2-8B on the real benchmark, METHOD.md) for
+paper's published numbers (InternVL2-8B on the real benchmark, docs/method.md) for
 reference only: a tiny random-init model on synthetic data is not comparable
 in value, only in the direction of the differences, if any.
 """

@@ -1,7 +1,7 @@
 """The Train V2 -> Tune bridge for a trial's stages, and the `--stop-after` callback.
 
 Ray Train V2 runs a `TorchTrainer` inside a function trainable; its reports
-reach the trial only through `TuneReportCallback` (STACK_NOTES.md, "Ray").
+reach the trial only through `TuneReportCallback` (docs/stack.md, "Tune with Ray Train V2").
 This subclass also tags each forwarded report with the stage it came from,
 so a trial's result history reads `train_stage` 1 then 2. Forwarded reports
 carry the loop's keys (`loss`, `global_step`, and at the end `final_val_loss`,

@@ -1,7 +1,7 @@
 """`ray job submit` against a loopback-only local head, as the README shows it.
 
 Starts `ray start --head --num-cpus 2` with the dashboard on 127.0.0.1 (token auth off for
-this development head, STACK_NOTES.md), submits `jobs/pipeline.py` with
+this development head, docs/stack.md), submits `jobs/pipeline.py` with
 configs/smoke.yaml, checks the job SUCCEEDED, its logs streamed, and the run
 directory appeared; `ray stop` afterwards, whatever happened.
 """

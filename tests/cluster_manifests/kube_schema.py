@@ -39,9 +39,9 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def crd_dir() -> Path:
-    """`$IRGPT_KUBERAY_CRDS`, else `<repo>/../shared/kuberay-crds` (CI layout)."""
+    """`$IRGPT_KUBERAY_CRDS` (another KubeRay version), else the copy in `crds/` beside this file."""
     override = os.environ.get(CRD_DIR_ENV)
-    return Path(override) if override else REPO_ROOT.parent / "shared" / "kuberay-crds"
+    return Path(override) if override else Path(__file__).parent / "crds"
 
 
 @cache
@@ -50,7 +50,7 @@ def load_crd(kind: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"KubeRay CRD for {kind} not found at {path}. The manifest tests need "
-            f"shared/kuberay-crds/ as a sibling of the repository (or set {CRD_DIR_ENV})."
+            f"tests/cluster_manifests/crds/ (or set {CRD_DIR_ENV} to a folder holding {CRD_FILES[kind]})."
         )
     with path.open("rb") as f:
         crd = yaml.load(f, Loader=LOADER)

@@ -1,6 +1,6 @@
 """cluster/*.yaml parse, say how to use them, and validate against the KubeRay CRDs.
 
-The CRDs come from ../shared/kuberay-crds/ (or $IRGPT_KUBERAY_CRDS); see
+The CRDs are the copy in tests/cluster_manifests/crds/ (KubeRay, Apache-2.0; or $IRGPT_KUBERAY_CRDS); see
 kube_schema.py for the API-server behaviours added to plain Draft 7.
 """
 

@@ -1,4 +1,4 @@
-"""Rule-based builder (Pipeline V): METHOD.md answer formats, round-trips, readers, `data build`."""
+"""Rule-based builder (Pipeline V): docs/method.md answer formats, round-trips, readers, `data build`."""
 
 import argparse
 import io
@@ -37,7 +37,7 @@ from irgpt.eval.parse import (
     parse_yes_no,
 )
 
-# METHOD.md "The benchmark": one regex per answer format, matched in full.
+# docs/method.md "The benchmark": one regex per answer format, matched in full.
 FORMATS = {
     "caption": r"[A-Z][^<>\n]*\.",
     "scene": r"\([A-D]\) [a-z][a-z ]*",
@@ -63,7 +63,7 @@ def _present(ann):
 
 
 def _check(ann: Annotated, sample, vocabulary=VOCAB):
-    """The answer matches METHOD.md's format and parses back to the annotation's truth."""
+    """The answer matches docs/method.md's format and parses back to the annotation's truth."""
     assert re.fullmatch(FORMATS[sample.task], sample.answer), (sample.task, sample.answer)
     q = sample.question
     present = _present(ann)

@@ -1,4 +1,4 @@
-"""Lesson 1 maths against an independent float64 reference (METHOD.md Eq. 1-3).
+"""Lesson 1 maths against an independent float64 reference (docs/method.md Eq. 1-3).
 
 The reference never uses the implementation's algebra: it builds the full
 kernel matrix K over Z = [ir; vis] with explicit broadcasting and writes every
