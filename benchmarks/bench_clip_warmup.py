@@ -48,11 +48,11 @@ def quality(cfg, data_dir: Path, warm_dir: Path) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from irgpt.curriculum.weights import alpha, eq5_weights
     from irgpt.data.io import shard_paths
     from irgpt.models.clip import image_size, is_ir_caption, load_clip, prepare_pairs
-    from irgpt.models.clip_warmup import initial_model
     from irgpt.scoring.clip_loss import PoolLoss, auroc, select_pool
+    from irgpt.scoring.weights import alpha, eq5_weights
+    from irgpt.train.clip_job import initial_model
 
     t0 = time.perf_counter()
     l2 = cfg.scoring.lesson2
@@ -94,8 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    from irgpt.models.clip_warmup import clip_warmup
     from irgpt.ray_utils import ensure_ray
+    from irgpt.train.clip_job import clip_warmup
 
     results = {"python": platform.python_version(), "cpus": os.cpu_count(), "scenes": args.scenes, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:

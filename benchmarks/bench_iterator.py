@@ -19,11 +19,14 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/builders.py: hand-made inputs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "iterator.json"
 COLUMNS = ["sample_id", "image", "conversations", "weight", "tier"]
@@ -70,10 +73,10 @@ def main(argv=None) -> int:
 
     import ray
     import ray.data
+    from builders import write_l1_scores, write_l2_scores, write_samples
 
     from irgpt.config.sections import CurriculumConfig
     from irgpt.curriculum.iterator import TierIterator
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores, write_samples
     from irgpt.curriculum.tiers import build_tiers
 
     root = Path(tempfile.mkdtemp(prefix="bench_iter_"))

@@ -19,9 +19,12 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/builders.py: hand-made inputs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tier.json"
 
@@ -36,9 +39,9 @@ def main(argv=None) -> int:
 
     import ray
     import ray.data
+    from builders import write_l1_scores, write_l2_scores, write_samples
 
     from irgpt.config.sections import CurriculumConfig
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores, write_samples
     from irgpt.curriculum.tiers import build_tiers
 
     t0 = time.perf_counter()

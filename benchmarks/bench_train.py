@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/builders.py: hand-made inputs
+
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 IR_BANDS = ["nir", "swir", "mwir", "lwir"]
 
@@ -71,9 +73,9 @@ def timed_train_loop(config: dict) -> None:
 def make_data(root: Path) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
+    from builders import write_l1_scores, write_l2_scores
 
     from irgpt.config import load_config
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores
     from irgpt.curriculum.tiers import build_tiers
     from irgpt.data.io import read_table
     from irgpt.data.synth import SynthConfig, synthesize
@@ -118,7 +120,7 @@ def plain_child(args) -> int:
 
 
 def ds_child(args) -> int:
-    """`--ds-child DIR BASE`: the loop's optimizer step (irgpt/train/loop.py) on a DeepSpeed
+    """`--ds-child DIR BASE`: the loop's optimizer step (irgpt/train/vlm_job.py) on a DeepSpeed
     engine, one process, no Ray; JSON on stdout's last line."""
     import socket
 
@@ -131,12 +133,11 @@ def ds_child(args) -> int:
     import torch
     import torch.distributed as dist
 
+    from irgpt.models.collator import VLMCollator, model_inputs
     from irgpt.models.freeze import apply_stage
     from irgpt.models.vlm import load_vlm
-    from irgpt.train.collator import VLMCollator, model_inputs
     from irgpt.train.data import make_iterator
     from irgpt.train.ds_config import batch_arithmetic, build_ds_config
-    from irgpt.train.loop import _samples, _seed_everything
     from irgpt.train.loss import (
         answer_token_counts,
         backward_scale,
@@ -145,6 +146,7 @@ def ds_child(args) -> int:
         global_count,
     )
     from irgpt.train.trainer import iterator_kwargs
+    from irgpt.train.vlm_job import _samples, _seed_everything
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=0, world_size=1)

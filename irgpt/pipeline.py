@@ -174,7 +174,7 @@ class Pipeline:
         return {"num_rows": manifest.get("num_rows"), "composition": manifest.get("composition")}
 
     def _do_fe_train(self, resume: bool) -> dict:
-        from irgpt.models.fe_train import fe_train
+        from irgpt.train.mae_job import fe_train
 
         report = fe_train(self.cfg, self.data_dir, self.path("fe"))
         return {k: report.get(k) for k in ("epochs", "seconds", "samples_per_s", "losses")}

@@ -109,6 +109,8 @@ class FeTrainConfig:
     """Ray Train workers."""
     use_gpu: bool = False
     seed: int = 0
+    max_failures: int = 2
+    """Worker-group restarts from the last checkpoint (one per epoch) after a dead worker."""
 
 
 @dataclass
@@ -162,6 +164,8 @@ class ClipWarmupConfig:
     num_workers: int = 1
     use_gpu: bool = False
     seed: int = 0
+    max_failures: int = 2
+    """Worker-group restarts from the last checkpoint (one per epoch) after a dead worker."""
 
 
 @dataclass

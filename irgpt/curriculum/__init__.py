@@ -3,7 +3,7 @@
 Import the submodules directly (this package imports nothing, so `irgpt
 --help` stays fast):
 
-    from irgpt.curriculum.weights import alpha, eq5_weights, distributed_medians
+    from irgpt.scoring.weights import alpha, eq5_weights, distributed_medians
     from irgpt.curriculum.tiers import build_tiers
     from irgpt.curriculum.iterator import TierIterator
     from irgpt.curriculum.pacing import admitted_tier

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from irgpt.data.schema import INFRARED_BANDS, stable_hash
+from irgpt.data.schema import is_ir_caption, stable_hash
 from irgpt.errors import CommandError
 
 L1_COLUMNS = ("rank_l1", "d_ir_vis")
@@ -158,7 +158,7 @@ def join_scores(
     has_all = (~np.bool_(use_l1) | in_l1) & (~np.bool_(use_l2) | in_l2)
     in_split = in_data & (True if split is None else index_col("split") == split)
     band, task = index_col("band"), index_col("task")
-    scorable = in_data & np.array([b in INFRARED_BANDS for b in band], dtype=bool) & (task == "caption")
+    scorable = in_data & np.array([is_ir_caption(b, t) for b, t in zip(band, task)], dtype=bool)
 
     status = np.full(n, STATUS_UNSCORED, dtype=object)
     status[~in_data] = STATUS_ORPHAN

@@ -31,7 +31,7 @@ from irgpt.curriculum.ranking import (
 )
 from irgpt.curriculum.tier_inputs import DatasetInput, read_input
 from irgpt.curriculum.tier_write import output_schema, write_part
-from irgpt.curriculum.weights import (
+from irgpt.scoring.weights import (
     eq5_weights,
     exact_sum,
     scorable,

@@ -51,9 +51,9 @@ from irgpt.curriculum.ranking import (
 from irgpt.curriculum.tier_inputs import DatasetInput
 from irgpt.curriculum.tier_local import ORPHAN_EXAMPLES, EngineResult, RankLookup
 from irgpt.curriculum.tier_write import output_schema, write_part
-from irgpt.curriculum.weights import distributed_eq5_weights, rows_at
 from irgpt.data.schema import stable_hash
 from irgpt.errors import CommandError
+from irgpt.scoring.weights import distributed_eq5_weights, rows_at
 
 UNION_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("_src", pa.int8()), ("_bucket", pa.int32())]

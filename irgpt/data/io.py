@@ -103,10 +103,16 @@ def _existing_output(out: Path) -> str | None:
 
 def manifest_hash(directory: str | Path) -> str:
     """16 hex digits identifying a dataset's contents: the hash of its manifest (which names
-    its shards, counts and creation time), so a rewritten dataset gets a new value."""
+    its shards, counts and creation time), so a rewritten dataset gets a new value. A
+    folder of shards without a manifest is identified by its shards' names, sizes and
+    modification times instead."""
     import hashlib
 
-    return hashlib.sha256((Path(directory) / MANIFEST).read_bytes()).hexdigest()[:16]
+    directory = Path(directory)
+    if (directory / MANIFEST).is_file():
+        return hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()[:16]
+    shards = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shard_paths(directory)]
+    return hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
 
 
 def _pid_alive(pid: str) -> bool:

@@ -84,6 +84,20 @@ def stable_hash(text: str, bits: int = 63) -> int:
     return int.from_bytes(digest, "big") & ((1 << bits) - 1)
 
 
+def is_ir_caption(band: str | None, task: str | None) -> bool:
+    """An infrared image-caption pair: what Lesson 1 and Lesson 2 score and stage 1 trains on
+    (a band in `INFRARED_BANDS`, task `caption`). `ir_caption_filter` is the same rule for
+    Arrow datasets and tables."""
+    return task == "caption" and band in INFRARED_BANDS
+
+
+def ir_caption_filter():
+    """`is_ir_caption` as a pyarrow compute expression (datasets, `Table.filter`)."""
+    import pyarrow.compute as pc
+
+    return (pc.field("task") == "caption") & pc.field("band").isin(list(INFRARED_BANDS))
+
+
 def human_text(conversations: list[dict]) -> str:
     """The first human turn, without the `<image>` placeholder."""
     for turn in conversations:

@@ -14,7 +14,6 @@ Cheap to import: the scoring modules (numpy, scipy) and ``irgpt.eval.run``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,12 +23,12 @@ from irgpt.errors import CommandError
 def _cmd_score(args: argparse.Namespace) -> int:
     from irgpt.eval.readers import load_annotations, load_pairs, load_predictions
     from irgpt.eval.score import format_table, score_all
-    from irgpt.eval.tasks import normalise_task
+    from irgpt.eval.tasks import parse_task_label
 
     task = None
     if args.task is not None:
         try:
-            task = normalise_task(args.task)
+            task = parse_task_label(args.task)
         except ValueError as exc:
             raise CommandError(f"--task: {exc}") from None
     if args.annotations is not None:
@@ -42,19 +41,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     report["annotations"] = None if args.annotations is None else str(args.annotations)
     print(format_table(report))
     if args.out is not None:
+        from irgpt.eval.outputs import write_json
+
         write_json(args.out, report)
         print(f"wrote {args.out}")
     return 0
-
-
-def write_json(path: str | Path, report: dict) -> None:
-    """Write a report as indented JSON, creating parent folders."""
-    out = Path(path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise CommandError(f"{out}: cannot write ({exc.strerror})") from None
 
 
 def register_score(subparsers: argparse._SubParsersAction) -> None:
@@ -121,7 +112,7 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", required=True, metavar="DIR",
-                   help="model directory (irgpt training output or a local HF checkpoint)")
+                   help="model directory (a trained model of this project, or a local HF checkpoint)")
     p.add_argument("--bench", metavar="DIR",
                    help="dataset directory holding the benchmark rows (default: eval.bench_dir, else data.dir)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: MODEL/eval)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irgpt.errors import CommandError
-from irgpt.eval.tasks import normalise_task
+from irgpt.eval.tasks import parse_task_label
 
 _SEPARATOR = re.compile(r"\s*,?\s*")  # between concatenated objects
 
@@ -113,7 +113,7 @@ def _id(p: Path, where: str, rec: dict, default: str | None = None) -> str:
     return str(value)
 
 
-def answer_text(value: object) -> str:
+def answer_as_text(value: object) -> str:
     """A predicted or labelled answer as text: null -> "", numbers as JSON."""
     if value is None:
         return ""
@@ -129,7 +129,7 @@ def _task(p: Path, where: str, rec: dict) -> str | None:
     if rec.get("task") is None:
         return None
     try:
-        return normalise_task(rec["task"])
+        return parse_task_label(rec["task"])
     except ValueError as exc:
         raise CommandError(f"{p}: {where}: {exc}") from None
 
@@ -192,7 +192,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, str]:
         if "answer" not in rec:
             raise CommandError(f"{p}: {where} has no 'answer'")
         _check_unique(p, seen, sid, where)
-        answers[sid] = answer_text(rec["answer"])
+        answers[sid] = answer_as_text(rec["answer"])
     return answers
 
 
@@ -211,13 +211,13 @@ def load_pairs(path: str | os.PathLike) -> tuple[list[Sample], dict[str, str]]:
                 raise CommandError(f"{p}: {where} has no '{key}'{hint}")
         sid = _id(p, where, rec, default=str(i))
         _check_unique(p, seen, sid, where)
-        question = _question(answer_text(rec.get("question")))
+        question = _question(answer_as_text(rec.get("question")))
         samples.append(
             Sample(
-                sid, answer_text(rec["label"]), question, _task(p, where, rec), _images(rec), p.name
+                sid, answer_as_text(rec["label"]), question, _task(p, where, rec), _images(rec), p.name
             )
         )
-        answers[sid] = answer_text(rec["answer"])
+        answers[sid] = answer_as_text(rec["answer"])
     if not samples:
         raise CommandError(f"{p}: no prediction records")
     return samples, answers

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from irgpt.eval import metrics, parse
 from irgpt.eval.readers import Sample
-from irgpt.eval.tasks import LABELS, METRICS, NSUM_TASKS, PSUM_TASKS, TASKS, assign_tasks
+from irgpt.eval.tasks import BENCHMARK_TASKS, LABELS, METRICS, NSUM_TASKS, PSUM_TASKS, assign_tasks
 
 _EXAMPLES = 5  # ids listed per kind of problem
 _HIGHER_IS_BETTER = set(PSUM_TASKS)
@@ -73,7 +73,7 @@ def score_records(
     ``samples`` list gives each id's ``parsed`` flag and ``value`` (1/0
     correct, grounding fraction, point error or absolute count error).
     """
-    if task not in TASKS:
+    if task not in BENCHMARK_TASKS:
         raise ValueError(f"unknown task {task!r}")
     ids, gts, preds, missing, bad_gt = [], [], [], [], []
     for sample in records:

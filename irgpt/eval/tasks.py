@@ -2,10 +2,10 @@
 
 docs/method.md, "The benchmark: 9 tasks, psum and nsum": psum = Scene + Rec. +
 Gro. + Rel. + ReID + Sec. (higher is better), nsum = Loc. + A.C. + P.C.
-(lower is better). ``TASKS`` is the paper's column order.
+(lower is better). ``BENCHMARK_TASKS`` is the paper's column order.
 
 A record's task comes from, in order: its own ``task`` field, ``--task``, or
-inference from its ground-truth answer format (``infer_task``). A file with
+inference from its ground-truth answer format (``infer_benchmark_task``). A file with
 no ``task`` fields holds one task, so inference is resolved per file
 (``assign_tasks``).
 """
@@ -18,21 +18,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from irgpt.data.schema import BENCHMARK_TASKS  # the 9 tasks, in the paper's column order
 from irgpt.errors import CommandError
 
-TASKS = (
-    "scene",
-    "recognition",
-    "grounding",
-    "relationship",
-    "reid",
-    "security",
-    "location",
-    "aerial_counting",
-    "pedestrian_counting",
-)
-PSUM_TASKS = TASKS[:6]
-NSUM_TASKS = TASKS[6:]
+PSUM_TASKS = BENCHMARK_TASKS[:6]
+NSUM_TASKS = BENCHMARK_TASKS[6:]
 LABELS = {
     "scene": "Scene",
     "recognition": "Rec.",
@@ -82,15 +72,15 @@ class HasAnswer(Protocol):
     source: str
 
 
-def normalise_task(name: str) -> str:
+def parse_task_label(name: str) -> str:
     """Canonical task name from a task name or the paper's label ("A.C.", "Rec.").
 
     Raises ValueError for an unknown name.
     """
     key = re.sub(r"[\s.\-]+", "_", str(name).strip().lower()).strip("_")
     key = _ALIASES.get(key, key)
-    if key not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+    if key not in BENCHMARK_TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(BENCHMARK_TASKS)}")
     return key
 
 
@@ -144,7 +134,7 @@ def _counting_flavour(
     )
 
 
-def infer_task(
+def infer_benchmark_task(
     answer: str,
     question: str = "",
     names: Sequence[str] = (),
@@ -193,7 +183,7 @@ def _infer_group(records: Sequence[HasAnswer]) -> tuple[str, str]:
     reasons: dict[str, Counter[str]] = {}
     for rec in records:
         names = [rec.source] if rec.source else []
-        task, why = infer_task(rec.answer, rec.question, names, rec.images)
+        task, why = infer_benchmark_task(rec.answer, rec.question, names, rec.images)
         if task is None:
             raise CommandError(
                 f"{rec.source or 'annotations'}: cannot infer the task of record id "
@@ -250,5 +240,5 @@ def assign_tasks(
         inferred, why = _infer_group(untagged)
         groups.setdefault(inferred, []).extend(untagged)
         sources.setdefault(inferred, set()).add(why)
-    ordered = {t: groups[t] for t in TASKS if t in groups}
+    ordered = {t: groups[t] for t in BENCHMARK_TASKS if t in groups}
     return ordered, {t: "; ".join(sorted(sources[t])) for t in ordered}, skipped

@@ -29,7 +29,6 @@ An empty caption (nothing but whitespace) is an error: the function raises
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from irgpt.errors import CommandError
+from irgpt.models.weights import weights_hash  # noqa: F401  (re-exported)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_CLIP = "irgpt-tiny-clip"
@@ -197,19 +197,6 @@ def tokenize_with_truncation(tokenizer, texts: Sequence[str], context_length: in
 
 
 # ------------------------------------------------------------- provenance ----
-def weights_hash(model: torch.nn.Module) -> str:
-    """sha256 over (name, dtype, shape, bytes) of the state dict in name order; 16 hex chars."""
-    h = hashlib.sha256()
-    state = model.state_dict()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 def save_clip(model: torch.nn.Module, path: str | Path) -> None:
     """Write the state dict (CPU tensors) atomically to `path`."""
     path = Path(path)
@@ -239,13 +226,6 @@ def load_clip(name: str, path: str | Path):
 
 
 # ------------------------------------------------------------ caption pairs ----
-def is_ir_caption(band: str | None, task: str | None) -> bool:
-    """The rows Lesson 2 uses: infrared bands (schema.INFRARED_BANDS), task `caption`."""
-    from irgpt.data.schema import INFRARED_BANDS
-
-    return task == "caption" and band in INFRARED_BANDS
-
-
 def prepare_pairs(rows: list[dict], size: int, tokenizer, context_length: int):
     """Caption rows -> (images uint8 (N, size, size), tokens (N, L), ids, truncated mask, rejects).
 

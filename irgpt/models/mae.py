@@ -3,7 +3,7 @@
 The paper uses InfMAE re-trained with masking on infrared and visible
 grayscale images (docs/method.md "Lesson 1"); the demo uses a tiny ViTMAE of the
 same shape of computation (`tiny_config`), trained by `irgpt fe-train`
-(`irgpt.models.fe_train`). Images are single-channel: infrared bands and
+(`irgpt.train.mae_job`). Images are single-channel: infrared bands and
 `vis_gray` are grayscale already, RGB `vis` images are converted to L
 (`irgpt.data.images.decode_to_array(mode="L")`) before they reach the model.
 
@@ -14,14 +14,13 @@ patch tokens after the encoder's final LayerNorm, excluding the CLS token
 (MAE's own linear-probe recipe uses the average of the patch tokens; the CLS
 token of a pixel-reconstruction model is untrained by the loss). The encoder
 runs in eval mode under `torch.no_grad`, on fixed-size chunks
-(`irgpt.scoring.base.fixed_chunks`), so every row's feature is bit-identical
+(`irgpt.models.chunks.fixed_chunks`), so every row's feature is bit-identical
 whatever batch it arrives in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,8 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from irgpt.data.images import RESIZE_FILTER
 from irgpt.errors import CommandError
-from irgpt.scoring.base import DEFAULT_CHUNK, fixed_chunks
+from irgpt.models.chunks import MODEL_CHUNK, fixed_chunks
+from irgpt.models.weights import weights_hash  # noqa: F401  (re-exported)
 
 TINY = "tiny"
 """`Lesson1Config.extractor` value for the random-init tiny config."""
@@ -144,7 +144,7 @@ def identity_noise(batch: int, num_patches: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(model, images_uint8: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+def extract_features(model, images_uint8: np.ndarray, chunk: int = MODEL_CHUNK) -> np.ndarray:
     """Mean-pooled patch-token features, float32 (n, hidden) (see module doc)."""
     a = np.asarray(images_uint8)
     if a.ndim != 3 or a.dtype != np.uint8 or a.shape[0] == 0:
@@ -166,14 +166,3 @@ def unwrap(model):
     return getattr(model, "module", model)
 
 
-def weights_hash(model) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every state-dict tensor in name order; 16 hex."""
-    h = hashlib.sha256()
-    state = unwrap(model).state_dict()
-    for name in sorted(state):
-        t = state[name].detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]

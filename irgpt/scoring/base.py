@@ -1,26 +1,18 @@
-"""The scorer contract shared by Lesson 1 and Lesson 2, and batch-invariant compute.
+"""The scorer contract shared by Lesson 1 and Lesson 2.
 
 A scorer is a stateful callable class: Ray Data builds one instance per actor
 (`__init__` loads the model once) and the pipeline (`irgpt.scoring.pipeline`)
 calls `score(table, part)` on one input part at a time. The pipeline owns reading,
 writing, resumption, rejects and provenance; the scorer owns the maths.
 
-Determinism: a float32 GEMM on the CPU may take another kernel (and another
-reduction order) for a different number of rows, so the same sample can get
-different bits in a batch of 3 than in a batch of 64. `fixed_chunks` always
-runs the model on exactly `chunk` rows (the last chunk padded by repeating its
-last row), which makes every sample's result independent of the batch it fell
-in, of the part layout and of the number of actors.
+Determinism: scorers run their models through `irgpt.models.chunks.fixed_chunks`
+(batch-invariant compute), so a sample's score does not depend on the batch,
+the part layout or the number of actors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pyarrow as pa
-import torch
-
-DEFAULT_CHUNK = 16
 
 
 class Scorer:
@@ -48,17 +40,3 @@ class Scorer:
         raise NotImplementedError
 
 
-@torch.no_grad()
-def fixed_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """Apply `fn` to `x` in chunks of exactly `chunk` rows (see module doc)."""
-    if x.shape[0] == 0:
-        raise ValueError("fixed_chunks: empty input")
-    outputs = []
-    for start in range(0, x.shape[0], chunk):
-        piece = x[start : start + chunk]
-        n = piece.shape[0]
-        if n < chunk:
-            pad = piece[-1:].expand(chunk - n, *piece.shape[1:])
-            piece = torch.cat([piece, pad], dim=0)
-        outputs.append(fn(piece)[:n])
-    return torch.cat(outputs, dim=0)

@@ -9,9 +9,9 @@ from irgpt.cli_util import add_config_arguments, add_module_command, lazy
 
 
 def register(subparsers) -> None:
-    add_module_command(subparsers, "fe-train", "irgpt.models.fe_train_cli",
+    add_module_command(subparsers, "fe-train", "irgpt.train.fe_train_cli",
                        "pre-train the MAE feature extractor (Lesson 1) on Ray Train")
-    add_module_command(subparsers, "clip-warmup", "irgpt.models.clip_warmup_cli",
+    add_module_command(subparsers, "clip-warmup", "irgpt.train.clip_warmup_cli",
                        "warm up CLIP on the IR image-text pairs (Lesson 2) on Ray Train")
 
     score = subparsers.add_parser("score", help="score samples on Ray Data (Lesson 1 / Lesson 2)")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from irgpt.data.schema import stable_hash
-from irgpt.scoring.base import DEFAULT_CHUNK, fixed_chunks
+from irgpt.models.chunks import MODEL_CHUNK, fixed_chunks
 
 DEFAULT_POOL_SIZE = 255
 
@@ -52,7 +52,7 @@ def select_pool(sample_ids: Sequence[str], k: int = DEFAULT_POOL_SIZE, seed: int
 
 
 @torch.no_grad()
-def embed(model, images: torch.Tensor, tokens: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(model, images: torch.Tensor, tokens: torch.Tensor, chunk: int = MODEL_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised float32 (img_emb, txt_emb), batch-invariant (`fixed_chunks`, eval, no_grad).
 
     `images` is the preprocessed float tensor (B, 3, S, S) (`ClipPreprocess`),
@@ -86,7 +86,7 @@ def per_sample_loss(
     pool_txt: torch.Tensor,
     logit_scale: float,
     exclude_mask: torch.Tensor,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int = MODEL_CHUNK,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of each pair against the pool -> float64 loss (B,).
 
@@ -148,7 +148,7 @@ class PoolLoss:
     turns uint8 into model input.
     """
 
-    def __init__(self, model, pool_images, pool_tokens, pool_ids: Sequence[str], k: int = DEFAULT_POOL_SIZE, preprocess=None, chunk: int = DEFAULT_CHUNK):
+    def __init__(self, model, pool_images, pool_tokens, pool_ids: Sequence[str], k: int = DEFAULT_POOL_SIZE, preprocess=None, chunk: int = MODEL_CHUNK):
         if len(pool_ids) != len(set(pool_ids)):
             raise ValueError("PoolLoss: duplicate pool ids")
         if len(pool_ids) < 2:
@@ -165,7 +165,7 @@ class PoolLoss:
     def from_embeddings(cls, pool_img: torch.Tensor, pool_txt: torch.Tensor, pool_ids: Sequence[str], logit_scale: float, k: int = DEFAULT_POOL_SIZE) -> PoolLoss:
         """A scorer over precomputed (normalised float32) pool embeddings; `losses_from_embeddings` only."""
         self = cls.__new__(cls)
-        self.model, self.preprocess, self.chunk, self.k = None, None, DEFAULT_CHUNK, int(k)
+        self.model, self.preprocess, self.chunk, self.k = None, None, MODEL_CHUNK, int(k)
         self.pool_ids = list(pool_ids)
         self.pool_img, self.pool_txt = pool_img.float(), pool_txt.float()
         self.logit_scale = float(logit_scale)

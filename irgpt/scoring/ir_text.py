@@ -35,7 +35,7 @@ from irgpt.data.io import (
     write_manifest,
     write_rejects,
 )
-from irgpt.data.schema import INFRARED_BANDS, answer_text
+from irgpt.data.schema import answer_text, ir_caption_filter, is_ir_caption
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0, warn_untrained
 from irgpt.scoring.base import Scorer
@@ -49,10 +49,6 @@ from irgpt.scoring.ranks import normalized_rank
 
 SCORER_VERSION = "ir_text/1"
 INPUT_COLUMNS = ("sample_id", "image", "band", "task", "split", "conversations")
-
-
-def _is_pair(band: str, task: str) -> bool:
-    return band in INFRARED_BANDS and task == "caption"
 
 
 class LossScorer(Scorer):
@@ -97,7 +93,7 @@ class LossScorer(Scorer):
         rows, images, captions, rejects = [], [], [], []
         size = image_size(self.model)
         for i in range(table.num_rows):
-            if not _is_pair(bands[i], tasks[i]):
+            if not is_ir_caption(bands[i], tasks[i]):
                 continue
             caption = answer_text(convs[i] or []).strip()
             if not caption:
@@ -124,7 +120,7 @@ class LossScorer(Scorer):
         l_before = np.array([lookup[s] for s in out.column("sample_id").to_pylist()], np.float32)
         out = out.append_column("loss_before", pa.array(l_before, pa.float32()))
         out = out.append_column("loss_after", pa.array(loss, pa.float32()))
-        from irgpt.curriculum.weights import alpha
+        from irgpt.scoring.weights import alpha
 
         return out.append_column("alpha", pa.array(alpha(l_before, loss).astype(np.float32))), rejects
 
@@ -135,8 +131,7 @@ def _pool_rows(data_dir: Path, k: int, seed: int, context_length: int) -> dict:
     from irgpt.scoring.clip_loss import select_pool
 
     meta = pa.concat_tables(pq.read_table(p, columns=["sample_id", "band", "task"]) for p in shard_paths(data_dir))
-    mask = pc.and_(pc.is_in(meta.column("band"), pa.array(INFRARED_BANDS)), pc.equal(meta.column("task"), "caption"))
-    candidates = meta.filter(mask).column("sample_id").to_pylist()
+    candidates = meta.filter(ir_caption_filter()).column("sample_id").to_pylist()
     if len(candidates) < 2:
         raise CommandError(f"{data_dir}: Lesson 2 needs at least 2 infrared caption pairs, found {len(candidates)}")
     order = select_pool(candidates, k=len(candidates), seed=seed)  # full hash order; take the first usable
@@ -169,7 +164,7 @@ def _pool_rows(data_dir: Path, k: int, seed: int, context_length: int) -> dict:
 def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
                   warmup: str | None = None, force: bool = False) -> dict:
     """Score every infrared caption pair of `data_dir`; returns the manifest."""
-    from irgpt.curriculum.weights import distributed_medians, weights_from_config
+    from irgpt.scoring.weights import distributed_medians, weights_from_config
 
     t_start = time.perf_counter()
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
@@ -192,7 +187,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
              scorer_kwargs={**common, "checkpoint": None}, pool=l2.pool, key=key, columns=list(INPUT_COLUMNS))
 
     if warmup is None:
-        from irgpt.models.clip_warmup import clip_warmup
+        from irgpt.train.clip_job import clip_warmup
 
         warm_dir = out_dir / "warmup"
         warm_json = warm_dir / "clip_warmup.json"

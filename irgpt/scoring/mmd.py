@@ -46,7 +46,7 @@ MMD_ZERO_TOL = 1e-12
 BANDWIDTH_FALLBACK = 1.0
 """Bandwidth when every sampled pairwise distance is 0 (or < 2 rows)."""
 
-DEFAULT_CHUNK = 1024
+KERNEL_CHUNK = 1024
 """Rows per block: an exact kernel block is chunk^2 float64 (8 MiB)."""
 
 NONFINITE_REASON = "non-finite feature (NaN or inf)"
@@ -159,7 +159,7 @@ def _kernel_block(a, b, a2, b2, gamma, same_block: bool) -> np.ndarray:
     return np.exp(-gamma * d2, out=d2)
 
 
-def kernel_row_sums(x: np.ndarray, y: np.ndarray | None, s: float, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+def kernel_row_sums(x: np.ndarray, y: np.ndarray | None, s: float, chunk: int = KERNEL_CHUNK) -> np.ndarray:
     """r_p = sum_q k(x_p, y_q) in chunk x chunk blocks (memory O(chunk^2)).
 
     `y=None` means y = x and uses the symmetry of the Gram matrix (half the
@@ -207,7 +207,7 @@ def _mmd2_from_totals(s_xx, s_vv, s_xv, n, m, unbiased):
     return s_xx / (n * n) + s_vv / (m * m) - 2.0 * s_xv / (n * m)
 
 
-def mmd2(ir: np.ndarray, vis: np.ndarray, s: float, unbiased: bool = False, chunk: int = DEFAULT_CHUNK) -> float:
+def mmd2(ir: np.ndarray, vis: np.ndarray, s: float, unbiased: bool = False, chunk: int = KERNEL_CHUNK) -> float:
     """MMD^2 (Eq. 1) with the Gaussian kernel of bandwidth s.
 
     Biased (default) = V-statistic = ||c_ir - c_vis||_H^2, the quantity Eq. 3
@@ -219,7 +219,7 @@ def mmd2(ir: np.ndarray, vis: np.ndarray, s: float, unbiased: bool = False, chun
     return float(_mmd2_from_totals(s_xx, s_vv, s_xv, x.shape[0], v.shape[0], unbiased))
 
 
-def exact_distances(ir: np.ndarray, vis: np.ndarray, s: float, chunk: int = DEFAULT_CHUNK) -> tuple[np.ndarray, dict]:
+def exact_distances(ir: np.ndarray, vis: np.ndarray, s: float, chunk: int = KERNEL_CHUNK) -> tuple[np.ndarray, dict]:
     """d_i = MMD - p_i for every infrared row, by the kernel trick (reference).
 
     With A_i = mean_j k(x_i, v_j), B_i = mean_i' k(x_i, x_i'):
@@ -275,7 +275,7 @@ class RFF:
         The matrix product runs on blocks of exactly `chunk` rows (the last one
         padded), so a row's features are bit-identical whatever batch or part
         it arrives in (a GEMM may pick another kernel for another row count;
-        same idea as `irgpt.scoring.base.fixed_chunks`).
+        same idea as `irgpt.models.chunks.fixed_chunks`).
         """
         a = np.ascontiguousarray(x, dtype=np.float64)
         if a.ndim == 2 and a.shape[0] == 0 and a.shape[1] == self.dim_in:
@@ -368,7 +368,7 @@ def rff_distances(phi_ir: np.ndarray, c_ir: np.ndarray, c_vis: np.ndarray) -> np
     return mmd - p
 
 
-def rff_estimate(ir: np.ndarray, vis: np.ndarray, s: float, D: int, seed: int, chunk: int = DEFAULT_CHUNK) -> tuple[np.ndarray, dict]:
+def rff_estimate(ir: np.ndarray, vis: np.ndarray, s: float, D: int, seed: int, chunk: int = KERNEL_CHUNK) -> tuple[np.ndarray, dict]:
     """In-memory two-pass RFF estimate: sums (pass 1), then d_i (pass 2).
 
     Memory O(chunk * D): phi is never held for all rows. The pipeline does the

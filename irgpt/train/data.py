@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from irgpt.data.io import shard_paths
-from irgpt.data.schema import INFRARED_BANDS
+from irgpt.data.schema import ir_caption_filter
 from irgpt.errors import CommandError
 
 COLUMNS = ["sample_id", "image", "conversations", "task", "band", "split"]
@@ -28,7 +28,7 @@ COLUMNS = ["sample_id", "image", "conversations", "task", "band", "split"]
 def stage_filter(stage: int, split: str) -> pds.Expression:
     """Row filter for `stage` (1 or 2) on `split`."""
     if stage == 1:
-        kind = (pc.field("task") == "caption") & pc.field("band").isin(list(INFRARED_BANDS))
+        kind = ir_caption_filter()
     elif stage == 2:
         kind = pc.field("task") != "caption"
     else:

@@ -36,7 +36,7 @@ def data_parallel_world_size(train_cfg: TrainConfig) -> int:
     return train_cfg.num_workers
 
 
-# ---- Batch arithmetic (STYLE.md principle 7), defined once ----------------
+# ---- Batch arithmetic, defined once ----------------
 # One optimizer step sees `global_batch_size` samples: each of the W ranks
 # runs GAS micro-batches of `micro_batch_size`, so
 #     global = micro * W * GAS.

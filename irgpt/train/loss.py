@@ -23,10 +23,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-"""Label value the loss skips (prompt, image tokens, padding); PyTorch's ignore_index default."""
+from irgpt.models.collator import (
+    IGNORE_INDEX,  # the label the loss skips (prompt, image tokens, padding)
+)
 
-# ---- The normalisation unit (STYLE.md principle 7), defined once -----------
+# ---- The normalisation unit , defined once -----------
 # Eq. 6 averages over the N samples of the GLOBAL batch (every rank, every
 # gradient-accumulation micro-batch of one optimizer step), not over a
 # micro-batch: a sample's weight w_i must count the same whichever rank and

@@ -1,6 +1,6 @@
 """Training metrics: one JSON line per optimizer step, TensorBoard, a progress line.
 
-Only rank 0 writes (STYLE.md principle 6: rank-0 side effects in one place).
+Only rank 0 writes (rank-0 side effects in one place).
 `metrics.jsonl` under the stage's output directory is what the run report,
 the summary and the resume-equivalence tests read: one `{"global_step", "epoch",
 "tier", "loss", "lr", ...}` object per optimizer step, throughput fields on

@@ -1,6 +1,6 @@
 """A plain single-process PyTorch stage-1 loop: the parity and speed baseline.
 
-No Ray, no DeepSpeed engine: the same pieces as `irgpt.train.loop` on one
+No Ray, no DeepSpeed engine: the same pieces as `irgpt.train.vlm_job` on one
 process, so its per-step losses must equal a 1-worker ZeRO-0 Ray Train run's
 (tests/train/test_parity.py) and its step time is what the distributed loop
 is measured against (benchmarks/bench_train.py).
@@ -59,14 +59,14 @@ def run_reference(cfg: Config, data_dir: str | Path, tiers_dir: str | Path, base
     """
     from deepspeed.runtime.lr_schedules import WarmupCosineLR
 
+    from irgpt.models.collator import VLMCollator, model_inputs
     from irgpt.models.freeze import apply_stage
     from irgpt.models.vlm import load_vlm
-    from irgpt.train.collator import VLMCollator, model_inputs
     from irgpt.train.data import make_iterator
     from irgpt.train.ds_config import batch_arithmetic, build_ds_config
-    from irgpt.train.loop import _samples, _seed_everything
     from irgpt.train.loss import answer_token_counts, count_contributing, eq6_loss
     from irgpt.train.trainer import iterator_kwargs, stage_fraction
+    from irgpt.train.vlm_job import _samples, _seed_everything
 
     stage, world = 1, 1
     stage_cfg = cfg.train.stage1

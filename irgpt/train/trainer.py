@@ -7,9 +7,10 @@
   so all ranks start from identical weights.
 - A budget (`max_steps`, `data_fraction`) becomes the fraction of every tier
   the stage keeps (irgpt.curriculum.budget); the schedule is never cut.
-- Each stage is one `TorchTrainer(train_loop_per_worker)` with
-  `ScalingConfig(num_workers, use_gpu)`, `RunConfig(storage_path, name,
-  CheckpointConfig(num_to_keep), FailureConfig(max_failures))`.
+- Each stage is one run of the training skeleton (`irgpt.train.skeleton.fit`:
+  a `TorchTrainer` with `ScalingConfig(num_workers, use_gpu)`,
+  `RunConfig(storage_path, name, CheckpointConfig(num_to_keep),
+  FailureConfig(max_failures))`) driving `irgpt.train.vlm_job.VlmJob`.
 - Stage 2 starts from stage 1's final model. `RUN/train/summary.json` holds,
   per stage, `initial_val_loss`, `final_val_loss`, `unigram_val_loss`, stage
   1's retrieval R@1, `steps`, `samples_per_s`, the budget and the rows seen
@@ -27,7 +28,7 @@ from irgpt.config import Config, config_hash
 from irgpt.data.io import atomic_write_json, read_manifest
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
-from irgpt.train.loop import CLIENT_STATE, train_loop_per_worker
+from irgpt.train.skeleton import fit, latest_checkpoint
 
 
 def stage_fraction(sizes: list[int], stage_cfg, mode: str, rows_per_opt_step: int, what: str) -> float:
@@ -103,12 +104,6 @@ def iterator_kwargs(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | N
     return {"source": str(data_dir), "kind": "stage2", **common}
 
 
-def latest_checkpoint(storage: Path) -> Path | None:
-    """The newest checkpoint of a run directory that holds our client state."""
-    found = [p.parent for p in storage.rglob(f"{CLIENT_STATE}.rank0")]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
 TRAINING_SECTIONS = ("train", "deepspeed", "curriculum")
 """The config sections a training run's state depends on (the pipeline's train stage key too)."""
 
@@ -153,9 +148,6 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
 
     `callbacks` go to the TorchTrainer's RunConfig (Tune passes
     `TuneReportCallback()` so each report reaches the trial: Train V2 pattern)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from irgpt.curriculum.schedules import Plan
     from irgpt.train.data import make_iterator
     from irgpt.train.ds_config import batch_arithmetic
@@ -197,26 +189,15 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "out_dir": str(out_dir),
         "val": {"data_dir": str(data_dir), "limit": cfg.train.val_limit, "every": cfg.train.val_every,
                 "retrieval": cfg.train.val_retrieval if stage == 1 else 0},
-        "run_name": run_name,
-        "resume_checkpoint": str(resume_checkpoint(cfg, storage, run_dir, stage) or "") if resume else "",
+        "resume_from": str(resume_checkpoint(cfg, storage, run_dir, stage) or "") if resume else "",
         "fail_at_step": fail_at_step,
         "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
     }
     resources = {"CPU": 1, "GPU": cfg.train.gpus_per_worker} if cfg.train.use_gpu else {"CPU": 1}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=world, use_gpu=cfg.train.use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=str(storage),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            callbacks=callbacks or None,
-        ),
-    )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    result = fit({"job": "irgpt.train.vlm_job:VlmJob", **loop_config}, name=run_name, storage=storage,
+                 num_workers=world, use_gpu=cfg.train.use_gpu, resources_per_worker=resources,
+                 num_to_keep=cfg.train.num_to_keep, max_failures=cfg.train.max_failures, callbacks=callbacks)
     seconds = time.perf_counter() - t0
     metrics = result.metrics or {}
     if "final_val_loss" not in metrics:

@@ -101,7 +101,7 @@ def row_config(cfg: Config, row: Row, seed: int) -> Config:
     return apply_overrides(cfg, keys, source=f"ablation row {row.name}")
 
 
-def select_rows(names: Sequence[str] | None) -> list[Row]:
+def ablation_rows(names: Sequence[str] | None) -> list[Row]:
     if not names:
         return list(ROWS)
     unknown = [n for n in names if n not in BY_NAME]
@@ -134,7 +134,7 @@ def run_ablation(cfg: Config, data_dir: str | Path | None = None, score_dirs: Se
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise CommandError("--seeds: give at least one seed")
-    chosen = select_rows(rows)
+    chosen = ablation_rows(rows)
     stage2 = cfg.tune.stage2 if stage2 is None else stage2
     base = with_trial_budget(absolute_paths(cfg), steps)
     fn = trial_fn or run_trial

@@ -28,7 +28,7 @@ from irgpt.config import Config, config_hash, to_dict
 from irgpt.data.io import atomic_write_bytes, atomic_write_json
 from irgpt.errors import CommandError
 from irgpt.ray_utils import log0
-from irgpt.tune.ablate import BY_NAME, METRICS_FILE, row_config, run_ablation, select_rows
+from irgpt.tune.ablate import BY_NAME, METRICS_FILE, ablation_rows, row_config, run_ablation
 
 PREP_STAGES = ["synth", "fe_train", "score_l1", "score_l2"]
 STAGE2_FILE = "stage2_check.json"
@@ -49,7 +49,7 @@ def prior_baseline(data_dir: Path, rows) -> dict:
     """Image-blind baselines on the benchmark rows `rows` (see module doc)."""
     from irgpt.eval import parse
     from irgpt.eval.readers import Sample
-    from irgpt.eval.run import select_rows as bench_rows
+    from irgpt.eval.run import benchmark_rows as bench_rows
     from irgpt.eval.score import score_all
 
     train = bench_rows(data_dir, "train")
@@ -98,10 +98,10 @@ def stage2_check(cfg: Config, base: Config, ablation_dir: Path, row: str, seed: 
 
 def run_experiment(cfg: Config, out: str | Path | None = None) -> dict:
     """Steps 1-4 of the module doc; returns the result (also RUN_DIR/experiment/experiment.json)."""
-    from irgpt.eval.run import select_rows as bench_rows
+    from irgpt.eval.run import benchmark_rows as bench_rows
 
     ex = cfg.experiment
-    select_rows(ex.rows)  # unknown row names fail before any work
+    ablation_rows(ex.rows)  # unknown row names fail before any work
     bad = [r for r in ex.stage2_rows if r not in BY_NAME]
     if bad:
         raise CommandError(f"experiment.stage2_rows: unknown row(s) {bad}; rows: {list(BY_NAME)}")

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from builders import write_l1_scores, write_l2_scores, write_samples
 
 from irgpt.config.sections import CurriculumConfig
-from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores, write_samples
 
 N_IR = 200
 MISSING_L1 = 5  # the last 5 infrared ids have no Lesson 1 score

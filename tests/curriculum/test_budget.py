@@ -96,9 +96,10 @@ def test_cumulative_counts_each_tier_once_per_stage_it_is_in():
 
 
 def test_resuming_under_another_budget_is_refused(tmp_path):
+    from builders import write_samples
+
     from irgpt.curriculum.iterator import TierIterator
     from irgpt.curriculum.rowsource import RowSource
-    from irgpt.curriculum.testdata import write_samples
 
     write_samples(tmp_path / "d", 40, n_visible=0, n_instruction=0, n_val=0, shard_rows=40)
     source = RowSource.from_dataset_dir(tmp_path / "d")

@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
+from builders import write_l1_scores
 
 from irgpt.config.loader import config_hash, to_dict
 from irgpt.config.sections import CurriculumConfig, WeightsConfig
-from irgpt.curriculum.testdata import write_l1_scores
 from irgpt.curriculum.tiers import build_tiers, deterministic_view
-from irgpt.curriculum.weights import eq5_weights
 from irgpt.data.io import read_rejects, shard_paths
 from irgpt.errors import CommandError
+from irgpt.scoring.weights import eq5_weights
 
 from .conftest import MISSING_L1, MISSING_L2, N_IR, read_manifest
 
@@ -175,7 +175,8 @@ def test_reweight_uses_whole_lesson2_table(tiered, tmp_path):
 
 
 def test_ties_broken_by_hash_and_no_more_tiers_than_rows(tmp_path):
-    from irgpt.curriculum.testdata import write_samples
+    from builders import write_samples
+
     from irgpt.data.io import base_manifest, write_manifest, write_table
     from irgpt.data.schema import stable_hash
 
@@ -194,7 +195,8 @@ def test_ties_broken_by_hash_and_no_more_tiers_than_rows(tmp_path):
 
 
 def test_non_finite_scores_are_rejects_and_no_tierable_row_is_an_error(tmp_path):
-    from irgpt.curriculum.testdata import write_samples
+    from builders import write_samples
+
     from irgpt.data.io import base_manifest, write_manifest, write_table
 
     ids = write_samples(tmp_path / "data", 6)

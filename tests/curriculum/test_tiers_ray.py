@@ -7,7 +7,7 @@ import pytest
 
 from irgpt.config.sections import CurriculumConfig, WeightsConfig
 from irgpt.curriculum.tiers import build_tiers, deterministic_view
-from irgpt.curriculum.weights import (
+from irgpt.scoring.weights import (
     distributed_eq5_weights,
     distributed_medians,
     eq5_weights,
@@ -81,7 +81,8 @@ def test_distributed_medians_match_in_memory(ray_local):
 
 
 def test_ray_engine_reports_user_errors(ray_local, inputs, tmp_path):
-    from irgpt.curriculum.testdata import write_l1_scores
+    from builders import write_l1_scores
+
     from irgpt.errors import CommandError
 
     dup = tmp_path / "dup"

@@ -21,18 +21,10 @@ from irgpt.data.io import base_manifest, write_manifest, write_table
 from irgpt.data.schema import SAMPLE_SCHEMA
 from irgpt.errors import CommandError
 from irgpt.eval import cli
-from irgpt.eval.run import (
-    METRICS_FILE,
-    PREDICTIONS_FILE,
-    TABLE_FILE,
-    BenchmarkGenerator,
-    decode_answer,
-    parse_tasks,
-    plan_eval_parts,
-    select_rows,
-    stop_and_drop_ids,
-)
-from irgpt.eval.tasks import TASKS
+from irgpt.eval.generate import BenchmarkGenerator, decode_answer, stop_and_drop_ids
+from irgpt.eval.outputs import METRICS_FILE, PREDICTIONS_FILE, TABLE_FILE
+from irgpt.eval.run import benchmark_rows, parse_tasks, plan_eval_parts
+from irgpt.eval.tasks import BENCHMARK_TASKS
 
 SCENE_Q = "Which scene is shown?\n(A) road (B) forest (C) street (D) field"
 REC_Q = "What is the object in the picture?\n(A) person (B) car (C) dog (D) bus"
@@ -118,25 +110,25 @@ def _parse(argv):
 
 # ---------------------------------------------------------- no model ----
 def test_select_rows_split_tasks_order_limit(bench_dir):
-    rows = select_rows(bench_dir)
+    rows = benchmark_rows(bench_dir)
     assert [r.id for r in rows] == [b[0] for b in BENCH]  # caption and val rows left out, ordered by id
     b02 = rows[2]
     assert (b02.task, b02.question, b02.answer) == ("grounding", BENCH[2][2], BENCH[2][3])
-    assert [r.id for r in select_rows(bench_dir, limit=5)] == ["b00", "b01", "b02", "b03", "b04"]
-    assert [r.id for r in select_rows(bench_dir, tasks=parse_tasks("scene,Rel."))] == ["b00", "b03", "b09", "b10"]
-    assert [r.id for r in select_rows(bench_dir, split="val")] == ["v00"]
+    assert [r.id for r in benchmark_rows(bench_dir, limit=5)] == ["b00", "b01", "b02", "b03", "b04"]
+    assert [r.id for r in benchmark_rows(bench_dir, tasks=parse_tasks("scene,Rel."))] == ["b00", "b03", "b09", "b10"]
+    assert [r.id for r in benchmark_rows(bench_dir, split="val")] == ["v00"]
     with pytest.raises(CommandError, match="no rows of split 'train'"):
-        select_rows(bench_dir, split="train")
+        benchmark_rows(bench_dir, split="train")
     with pytest.raises(CommandError, match="--split"):
-        select_rows(bench_dir, split="test")
+        benchmark_rows(bench_dir, split="test")
     with pytest.raises(CommandError, match="unknown task 'caption'"):
         parse_tasks("scene,caption")
     with pytest.raises(CommandError, match="--limit"):
-        select_rows(bench_dir, limit=0)
+        benchmark_rows(bench_dir, limit=0)
 
 
 def test_plan_eval_parts_cover_rows_once(bench_dir):
-    rows = select_rows(bench_dir)
+    rows = benchmark_rows(bench_dir)
     parts = plan_eval_parts(rows, part_rows=4)
     ids = [i for p in parts for i in p["ids"]]
     assert sorted(ids) == [r.id for r in rows] and len(ids) == len(set(ids))
@@ -208,9 +200,9 @@ def test_eval_run_cli_end_to_end(ray_local, model_dir, bench_dir, tmp_path):
     assert next(p for p in preds if p["id"] == BAD_IMAGE_ID)["answer"] == ""
 
     metrics = json.loads((out / METRICS_FILE).read_text())
-    assert "psum" in metrics and "nsum" in metrics and metrics["psum_tasks"] == list(TASKS[:6])
-    assert metrics["nsum_tasks"] == list(TASKS[6:])
-    counts = {t: sum(1 for b in BENCH if b[1] == t) for t in TASKS}
+    assert "psum" in metrics and "nsum" in metrics and metrics["psum_tasks"] == list(BENCHMARK_TASKS[:6])
+    assert metrics["nsum_tasks"] == list(BENCHMARK_TASKS[6:])
+    counts = {t: sum(1 for b in BENCH if b[1] == t) for t in BENCHMARK_TASKS}
     assert {t: r["n"] for t, r in metrics["tasks"].items()} == counts
     assert all(r["gt_unparseable"] == 0 and r["missing_predictions"] == 0 for r in metrics["tasks"].values())
     assert metrics["tasks"]["security"]["parse_rate"] < 1  # the empty answer counts as unparseable

@@ -6,7 +6,7 @@ from irgpt.errors import CommandError
 from irgpt.eval.metrics import LOCATION_PENALTY as P
 from irgpt.eval.readers import Sample
 from irgpt.eval.score import format_table, score_all, score_records, summarise
-from irgpt.eval.tasks import infer_task, normalise_task
+from irgpt.eval.tasks import infer_benchmark_task, parse_task_label
 
 SCENE_Q = "Which scene is shown?\n(A) desert (B) forest (C) city (D) sea"
 SEC_Q = "Which targets are NOT in the image?\n(A) scooter (B) motor (C) person (D) hydrant"
@@ -163,20 +163,20 @@ def test_empty_predictions():
     ],
 )
 def test_infer_task(answer, question, names, task):
-    assert infer_task(answer, question, names)[0] == task
+    assert infer_benchmark_task(answer, question, names)[0] == task
 
 
 def test_infer_task_unknown():
-    assert infer_task("<num>3</num>", "How many?", [])[0] is None
-    assert infer_task("a forest", "")[0] is None
+    assert infer_benchmark_task("<num>3</num>", "How many?", [])[0] is None
+    assert infer_benchmark_task("a forest", "")[0] is None
 
 
 def test_normalise_task():
-    assert normalise_task("A.C.") == "aerial_counting"
-    assert normalise_task(" Rec. ") == "recognition"
-    assert normalise_task("pedestrian-counting") == "pedestrian_counting"
+    assert parse_task_label("A.C.") == "aerial_counting"
+    assert parse_task_label(" Rec. ") == "recognition"
+    assert parse_task_label("pedestrian-counting") == "pedestrian_counting"
     with pytest.raises(ValueError, match="unknown task"):
-        normalise_task("colour")
+        parse_task_label("colour")
 
 
 def test_score_all_infers_one_task_per_file_and_reports_how():

@@ -70,7 +70,7 @@ def test_stage2_trains_exactly_projector_and_llm_lora(tok):
 def test_stage2_gradients_land_only_on_trainable_params(tok):
     from test_vlm import _samples  # noqa: PLC0415 (same folder on sys.path)
 
-    from irgpt.train.collator import VLMCollator, model_inputs
+    from irgpt.models.collator import VLMCollator, model_inputs
 
     model, spec = build_tiny_vlm(tok, seed=3)
     model = apply_stage(model, 2)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from irgpt.errors import CommandError
+from irgpt.models.collator import VLMCollator, model_inputs
 from irgpt.models.freeze import apply_stage
 from irgpt.models.tokenizer import (
     ANSWER_TAGS,
@@ -29,7 +30,6 @@ from irgpt.models.vlm import (
     load_vlm,
     save_vlm,
 )
-from irgpt.train.collator import VLMCollator, model_inputs
 
 
 @pytest.fixture(autouse=True, scope="module")

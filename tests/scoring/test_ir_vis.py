@@ -122,7 +122,7 @@ def test_trained_extractor_recovers_the_synthetic_band_order(tmp_path, ray_local
     """
     from scipy.stats import spearmanr
 
-    from irgpt.models.fe_train import fe_train
+    from irgpt.train.mae_job import fe_train
 
     data = tmp_path / "S"
     synthesize(SynthConfig(num_samples=400, seed=11), data, progress=False)

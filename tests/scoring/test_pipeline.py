@@ -12,7 +12,8 @@ import pytest
 from irgpt.config import ActorPoolConfig
 from irgpt.data.io import read_rejects, shard_paths, write_table
 from irgpt.errors import CommandError
-from irgpt.scoring.base import Scorer, fixed_chunks
+from irgpt.models.chunks import fixed_chunks
+from irgpt.scoring.base import Scorer
 from irgpt.scoring.pipeline import plan_parts, read_part, read_scores, run_pass
 
 

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from irgpt.errors import CommandError
+from irgpt.models.collator import VLMCollator
 from irgpt.models.tokenizer import IMAGE, synthetic_corpus, train_tokenizer
 from irgpt.models.vlm import VLMInputSpec
-from irgpt.train.collator import VLMCollator
 from irgpt.train.loss import IGNORE_INDEX
 
 
@@ -107,7 +107,7 @@ def test_truncation_cuts_the_answer_end_counts_and_warns(tok, spec, caplog):
     full_prompt = col.encode(long).prompt_length
     short_len = len(col.encode(short).input_ids)
     col.max_length = short_len + 1  # the short sample fits, the long one does not
-    with caplog.at_level(logging.WARNING, logger="irgpt.train.collator"):
+    with caplog.at_level(logging.WARNING, logger="irgpt.models.collator"):
         batch = col([short, long])
     assert batch["input_ids"].shape[1] == short_len + 1
     assert col.num_samples == 2 and col.num_truncated == 1 and col.num_truncated_tokens > 0

@@ -121,8 +121,9 @@ def test_existing_model_dir_is_read_from_config_json_only(tmp_path):
 
 def test_training_refuses_a_curriculum_m_the_tiers_do_not_have(tmp_path):
     """`irgpt train --set curriculum.m=6` on 4 tiers fails before any work, naming both numbers."""
+    from builders import write_l1_scores, write_l2_scores, write_samples
+
     from irgpt.config import load_config
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores, write_samples
     from irgpt.curriculum.tiers import build_tiers
     from irgpt.errors import CommandError
     from irgpt.train.trainer import train

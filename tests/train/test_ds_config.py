@@ -152,9 +152,9 @@ def _samples(n=4):
 
 @pytest.fixture(scope="module")
 def tiny_parts():
+    from irgpt.models.collator import VLMCollator
     from irgpt.models.tokenizer import synthetic_corpus, train_tokenizer
     from irgpt.models.vlm import build_tiny_vlm
-    from irgpt.train.collator import VLMCollator
 
     tok = train_tokenizer(synthetic_corpus(100))
     _, spec = build_tiny_vlm(tok)
@@ -162,7 +162,7 @@ def tiny_parts():
 
 
 def _run_step(engine, collator, micro_batches, n_global):
-    from irgpt.train.collator import model_inputs
+    from irgpt.models.collator import model_inputs
     from irgpt.train.loss import backward_scale, eq6_loss
 
     total = 0.0

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from irgpt.models.collator import VLMCollator, model_inputs
 from irgpt.models.tokenizer import synthetic_corpus, train_tokenizer
 from irgpt.models.vlm import build_tiny_vlm
-from irgpt.train.collator import VLMCollator, model_inputs
 from irgpt.train.loss import (
     IGNORE_INDEX,
     answer_token_counts,

@@ -25,9 +25,9 @@ OVERRIDES = [
 def data(tmp_path_factory) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
+    from builders import write_l1_scores, write_l2_scores
 
     from irgpt.config import load_config
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores
     from irgpt.curriculum.tiers import build_tiers
     from irgpt.data.io import read_table
     from irgpt.data.synth import SynthConfig, synthesize

@@ -9,7 +9,7 @@ import pytest
 
 from irgpt.config import load_config
 from irgpt.errors import CommandError
-from irgpt.train.loop import CLIENT_STATE
+from irgpt.train.skeleton import CLIENT_STATE
 from irgpt.train.trainer import ray_run_name, resume_checkpoint, train, training_hash
 
 

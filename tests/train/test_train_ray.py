@@ -41,8 +41,8 @@ def data(tmp_path_factory) -> dict:
     """Synthetic samples + hand-made Lesson 1/2 scores + tiers (no scorer, no Ray)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    from builders import write_l1_scores, write_l2_scores
 
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores
     from irgpt.curriculum.tiers import build_tiers
     from irgpt.data.io import read_table
     from irgpt.data.synth import SynthConfig, synthesize

@@ -1,6 +1,6 @@
 """Inputs for the Tune / ablation tests.
 
-`handmade`: samples + score tables from `irgpt.curriculum.testdata` (no images
+`handmade`: samples + score tables from `tests/builders.py` (no images
 worth training on): enough for the driver with a fake trial body.
 `tiny_run`: a 40-scene synthetic dataset with score tables built from its
 ground truth (Lesson 1 from the band, Lesson 2 flags the misaligned captions),
@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
 
 @pytest.fixture(scope="session")
 def handmade(tmp_path_factory) -> dict:
-    from irgpt.curriculum.testdata import write_l1_scores, write_l2_scores, write_samples
+    from builders import write_l1_scores, write_l2_scores, write_samples
 
     root = tmp_path_factory.mktemp("tune_handmade")
     ids = write_samples(root / "data", 40, n_val=4)

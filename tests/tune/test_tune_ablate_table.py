@@ -8,7 +8,7 @@ import pytest
 
 from irgpt.config import load_config
 from irgpt.errors import CommandError
-from irgpt.tune.ablate import BY_NAME, ROWS, row_config, run_ablation, select_rows
+from irgpt.tune.ablate import BY_NAME, ROWS, ablation_rows, row_config, run_ablation
 
 PAPER = {"none": (464.49, 26.85), "l1": (470.23, 17.29), "l2": (466.81, 19.33), "l1_l2": (481.36, 7.08),
          "full": (485.79, 4.39), "anti": (433.24, 26.50), "descending": (433.24, 26.50),
@@ -38,10 +38,10 @@ def test_rows_differ_only_in_curriculum_switches():
 
 
 def test_select_rows():
-    assert select_rows(None) == ROWS
-    assert [r.name for r in select_rows(["full", "none"])] == ["full", "none"]
+    assert ablation_rows(None) == ROWS
+    assert [r.name for r in ablation_rows(["full", "none"])] == ["full", "none"]
     with pytest.raises(CommandError, match="unknown ablation row"):
-        select_rows(["fulll"])
+        ablation_rows(["fulll"])
 
 
 def fake_trial(cfg, data_dir, score_dirs, trial_dir, **kw):

@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from irgpt.config import SynthConfig
-from irgpt.curriculum.testdata import normalised_rank
-from irgpt.curriculum.weights import alpha as eq4_alpha
-from irgpt.curriculum.weights import eq5_weights
 from irgpt.data.io import base_manifest, read_table, shard_name, write_manifest, write_table
 from irgpt.data.synth import synthesize
+from irgpt.scoring.ranks import normalized_rank
+from irgpt.scoring.weights import alpha as eq4_alpha
+from irgpt.scoring.weights import eq5_weights
 
 IR = ["nir", "swir", "mwir", "lwir"]
 
@@ -43,11 +43,11 @@ def make_tiny_run(root: Path, num_samples: int = 40, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     d = np.asarray(t["gt_band_rank"].to_pylist(), dtype=np.float64) + rng.normal(0, 0.3, len(ids))
     _write(root / "scores_l1", pa.table({"sample_id": ids, "band": t["band"], "d_ir_vis": d,
-                                          "rank_l1": normalised_rank(d, ids)}), "scores_l1")
+                                          "rank_l1": normalized_rank(d, ids)}), "scores_l1")
     mis = np.asarray(t["gt_misaligned"].to_pylist(), dtype=bool)
     before = rng.uniform(2.0, 3.0, len(ids))
     after = before * np.where(mis, 1.3, 0.7) * rng.uniform(0.9, 1.1, len(ids))
     a = eq4_alpha(before, after)
     _write(root / "scores_l2", pa.table({"sample_id": ids, "loss_before": before, "loss_after": after, "alpha": a,
-                                          "weight": eq5_weights(a), "rank_l2": normalised_rank(after, ids)}), "scores_l2")
+                                          "weight": eq5_weights(a), "rank_l2": normalized_rank(after, ids)}), "scores_l2")
     return {"root": root, "data": root / "data", "scores": [root / "scores_l1", root / "scores_l2"], "ir_ids": ids}

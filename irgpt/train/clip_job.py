@@ -1,4 +1,5 @@
-"""`irgpt clip-warmup`: the short CLIP fine-tune between l and l' (docs/method.md, Lesson 2).
+"""`irgpt clip-warmup`: the short CLIP fine-tune between l and l' (docs/method.md, Lesson 2),
+a `TrainingJob` on Ray Train.
 
 Ordinary CLIP training on the infrared caption pairs of the train split
 (bands nir / swir / mwir / lwir / unknown, task `caption`), on Ray Train
@@ -28,18 +29,19 @@ therefore give the same weights hash (tested).
 Optimiser: AdamW (lr, weight_decay from config; betas (0.9, 0.98), eps 1e-6
 as CLIP; no decay on gains, biases and logit_scale, as open_clip's
 training), linear warm-up over the first `WARMUP_FRACTION` of steps then
-cosine decay to 0; logit_scale clamped to ln(100) after each step, as
-open_clip. Checkpoints: rank 0 saves model + optimiser + schedule + history
-every epoch (`ray.train.Checkpoint`, keep 2); a rerun with the same settings
-and `--out` resumes from the latest one (`ray.train.get_checkpoint()`); other
+cosine decay to 0 (`irgpt.train.schedule`); logit_scale clamped to ln(100)
+after each step, as open_clip. Checkpoints (`irgpt.train.skeleton`): model +
+optimiser + schedule + history after every epoch (keep 2); a dead worker
+restarts the group from the last epoch (`scoring.lesson2.warmup.max_failures`),
+a rerun with the same settings and `--out` resumes from the latest one; other
 settings get another Ray run name, so they never resume a foreign state.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +49,7 @@ import numpy as np
 import torch
 
 from irgpt.errors import CommandError
+from irgpt.train.skeleton import TrainingJob
 
 WARMUP_FRACTION = 0.1
 """Linear lr warm-up over this fraction of all steps, then cosine to 0."""
@@ -66,7 +69,7 @@ def plan_rows(data_dir: str | Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     from irgpt.data.io import shard_paths
-    from irgpt.models.clip import is_ir_caption
+    from irgpt.data.schema import is_ir_caption
 
     paths = shard_paths(data_dir)
     if not paths:
@@ -129,115 +132,114 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def lr_lambda(total_steps: int):
-    warm = max(1, int(round(WARMUP_FRACTION * total_steps)))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-def _gather(obj) -> list:
-    """`obj` of every rank, in rank order (one rank: [obj])."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def make_training(model: torch.nn.Module, c: dict, total_steps: int, rank: int = 0, world: int = 1):
     """(optimizer, lr schedule, loss) of the warm-up (module doc)."""
     import open_clip
 
+    from irgpt.train.schedule import warmup_cosine
+
     opt = torch.optim.AdamW(param_groups(model, c["weight_decay"]), lr=c["lr"], betas=ADAM_BETAS, eps=ADAM_EPS)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps))
+    sched = warmup_cosine(opt, total_steps, WARMUP_FRACTION)
     loss_fn = open_clip.ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=world)
     return opt, sched, loss_fn
 
 
-def train_epoch(ddp, model, opt, sched, loss_fn, preprocess, data: dict, steps: int, local_b: int,
-                seed: int, epoch: int, rank: int = 0, world: int = 1) -> dict:
-    """One epoch over this rank's pairs in a `default_rng([seed, epoch, rank])` order -> history entry."""
-    model.train()
+def train_step(ddp, model, opt, sched, loss_fn, preprocess, data: dict, idx: np.ndarray) -> float:
+    """One optimizer step on this rank's pairs `idx` (the global batch is all-gathered)."""
     device = next(model.parameters()).device
-    perm = np.random.default_rng([seed, epoch, rank]).permutation(len(data["ids"]))
-    t0, total = time.perf_counter(), 0.0
-    for s in range(steps):
-        idx = np.sort(perm[s * local_b : (s + 1) * local_b])
-        images, tokens = preprocess(data["images"][idx]).to(device), data["tokens"][idx].to(device)
-        img_f, txt_f, scale = ddp(images, tokens)
-        loss = loss_fn(img_f, txt_f, scale)  # mean over the global batch, both directions
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        total += float(loss.detach())
-    seconds = time.perf_counter() - t0
-    return {
-        "epoch": epoch, "loss": total / steps, "steps": steps, "seconds": seconds,
-        "samples_per_s": steps * local_b * world / seconds, "logit_scale": float(model.logit_scale.detach().exp()),
-        "lr_end": sched.get_last_lr()[0],
-    }
+    images, tokens = preprocess(data["images"][idx]).to(device), data["tokens"][idx].to(device)
+    img_f, txt_f, scale = ddp(images, tokens)
+    loss = loss_fn(img_f, txt_f, scale)  # mean over the global batch, both directions
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return float(loss.detach())
 
 
-def train_loop(c: dict) -> None:
-    """`train_loop_per_worker`: one Ray Train worker (module doc)."""
-    import ray.train
-    import ray.train.torch
+def epoch_order(n: int, seed: int, epoch: int, rank: int) -> np.ndarray:
+    """This rank's pair order in `epoch`: `default_rng([seed, epoch, rank])`."""
+    return np.random.default_rng([seed, epoch, rank]).permutation(n)
 
-    from irgpt.models.clip import create_clip, image_size, load_state, weights_hash
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(c["seed_shuffle"])
-    model, preprocess, tokenizer = create_clip(c["model"], c["pretrained"], c["seed"])
-    if c["init_checkpoint"]:
-        model.load_state_dict(load_state(c["init_checkpoint"]), strict=True)
-    hash_before = weights_hash(model)
-    data = load_rank_pairs(c["plan"], rank, world, image_size(model), tokenizer, c["context_length"])
-    counts = _gather({"n": len(data["ids"]), "rejects": data["rejects"], "truncated": data["truncated"]})
-    local_b = c["batch_size"] // world
-    steps = min(x["n"] for x in counts) // local_b
-    if steps < 1:
-        raise RuntimeError(f"rank {rank}: {len(data['ids'])} pairs, fewer than one local batch of {local_b}")
-    total_steps = steps * c["epochs"]
-    model.to(ray.train.torch.get_device())  # CPU, or this worker's GPU with warmup.use_gpu
-    model.train()
-    ddp = ray.train.torch.prepare_model(model, move_to_device=False)  # DDP when world > 1
-    opt, sched, loss_fn = make_training(model, c, total_steps, rank, world)
-    history, start = [], 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])  # copies into the (device) parameters
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history, start = state["history"], int(state["epoch"]) + 1
-    for epoch in range(start, c["epochs"]):
-        history.append(train_epoch(ddp, model, opt, sched, loss_fn, preprocess, data, steps, local_b, c["seed_shuffle"], epoch, rank, world))
-        metrics = {"epoch": epoch, "loss": history[-1]["loss"]}
-        with tempfile.TemporaryDirectory() as d:
-            if rank == 0:
-                torch.save({
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "history": history, "hash_before": hash_before, "resumed_from": start,
-                    "pairs": sum(x["n"] for x in counts), "rejects": [r for x in counts for r in x["rejects"]],
-                    "truncated": sum(x["truncated"] for x in counts),
-                    "steps_per_epoch": steps, "local_batch_size": local_b, "world_size": world,
-                }, os.path.join(d, CHECKPOINT_FILE))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-            else:
-                ray.train.report(metrics)
+class ClipWarmupJob(TrainingJob):
+    """The CLIP warm-up on one rank (module doc)."""
+
+    def setup(self, rank: int, world: int) -> None:
+        import ray.train.torch
+
+        from irgpt.models.clip import create_clip, image_size, load_state, weights_hash
+        from irgpt.train.dist import gather_objects
+
+        c = self.config
+        self.rank, self.world = rank, world
+        torch.manual_seed(c["seed_shuffle"])
+        model, self.preprocess, tokenizer = create_clip(c["model"], c["pretrained"], c["seed"])
+        if c["init_checkpoint"]:
+            model.load_state_dict(load_state(c["init_checkpoint"]), strict=True)
+        self.hash_before = weights_hash(model)
+        self.data = load_rank_pairs(c["plan"], rank, world, image_size(model), tokenizer, c["context_length"])
+        self.counts = gather_objects({"n": len(self.data["ids"]), "rejects": self.data["rejects"],
+                                      "truncated": self.data["truncated"]})
+        self.local_b = c["batch_size"] // world
+        self.steps_per_epoch = min(x["n"] for x in self.counts) // self.local_b
+        if self.steps_per_epoch < 1:
+            raise RuntimeError(f"rank {rank}: {len(self.data['ids'])} pairs, fewer than one local batch of {self.local_b}")
+        self.total_steps = self.steps_per_epoch * c["epochs"]
+        model.to(ray.train.torch.get_device())  # CPU, or this worker's GPU with warmup.use_gpu
+        model.train()
+        self.model = model
+        self.ddp = ray.train.torch.prepare_model(model, move_to_device=False)  # DDP when world > 1
+        self.opt, self.sched, self.loss_fn = make_training(model, c, self.total_steps, rank, world)
+        self.history: list[dict] = []
+        self.resumed_from = 0
+
+    def step(self, step: int) -> dict:
+        epoch, s = divmod(step, self.steps_per_epoch)
+        if s == 0:
+            self.order = epoch_order(len(self.data["ids"]), self.config["seed_shuffle"], epoch, self.rank)
+            self.t0, self.total = time.perf_counter(), 0.0
+        idx = np.sort(self.order[s * self.local_b : (s + 1) * self.local_b])
+        loss = train_step(self.ddp, self.model, self.opt, self.sched, self.loss_fn, self.preprocess, self.data, idx)
+        self.total += loss
+        if s < self.steps_per_epoch - 1:
+            return {"loss": loss}
+        seconds = time.perf_counter() - self.t0
+        self.history.append({
+            "epoch": epoch, "loss": self.total / self.steps_per_epoch, "steps": self.steps_per_epoch,
+            "seconds": seconds, "samples_per_s": self.steps_per_epoch * self.local_b * self.world / seconds,
+            "logit_scale": float(self.model.logit_scale.detach().exp()), "lr_end": self.sched.get_last_lr()[0],
+        })
+        return {"epoch": epoch, "loss": self.history[-1]["loss"]}
+
+    def checkpoint_due(self, done: int) -> bool:
+        return done % self.steps_per_epoch == 0
+
+    def save(self, directory: Path, rank: int, final: bool) -> dict:
+        if rank == 0:  # the same weights on every rank (DDP)
+            torch.save({"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                        "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                       directory / CHECKPOINT_FILE)
+        return {"history": self.history, "resumed_from": self.resumed_from,
+                "rejects": [r for x in self.counts for r in x["rejects"]]}
+
+    def load(self, directory: Path, rank: int, state: dict) -> None:
+        saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(saved["model"])  # copies into the (device) parameters
+        self.opt.load_state_dict(saved["optimizer"])
+        self.sched.load_state_dict(saved["scheduler"])
+        self.history = state["history"]
+        self.resumed_from = len(self.history)
+
+    def finish(self) -> dict:
+        return {"epoch": len(self.history) - 1, "loss": self.history[-1]["loss"], "hash_before": self.hash_before,
+                "pairs": sum(x["n"] for x in self.counts),
+                "truncated": sum(x["truncated"] for x in self.counts),
+                "steps_per_epoch": self.steps_per_epoch, "local_batch_size": self.local_b,
+                "world_size": self.world}
+
 
 # ------------------------------------------------------------ the driver ----
 def initial_model(cfg, init_checkpoint: str | None = None):
@@ -261,20 +263,21 @@ def _loop_config(cfg, plan: list[dict], init_checkpoint: str | None) -> dict:
     }
 
 
-def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint: str | None = None) -> dict:
+def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint: str | None = None,
+                *, fail_at_step: int | None = None) -> dict:
     """Warm CLIP up on `data_dir`'s train IR caption pairs; write `out_dir/clip_warmup.{pt,json}`.
+
+    `fail_at_step` is the kill test hook (`irgpt.train.skeleton`).
 
     Returns the report written to `clip_warmup.json` (losses per epoch,
     steps, samples/s, seconds, seeds, config, weights hash before / after).
     """
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from irgpt.config.loader import config_hash, to_dict
     from irgpt.data.io import atomic_write_json, base_manifest, manifest_hash
     from irgpt.data.schema import stable_hash
     from irgpt.models.clip import save_clip, weights_hash
     from irgpt.ray_utils import ensure_ray, log0
+    from irgpt.train.skeleton import fit
 
     t_start = time.perf_counter()
     w = cfg.scoring.lesson2.warmup
@@ -300,24 +303,21 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
     loop = _loop_config(cfg, plan, init_checkpoint)
     # Same settings + same --out resume; anything else gets its own Ray run (module doc).
     key = f"{stable_hash(repr(sorted((k, repr(v)) for k, v in loop.items())) + hash_before, 48):012x}"
+    name = f"clip-warmup-{key}"
     log0(f"[clip-warmup] {n} pairs, {w.epochs} epochs, global batch {w.batch_size} on {w.num_workers} worker(s)")
     ensure_ray(cfg.ray)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=loop,
-        scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu),
-        run_config=RunConfig(
-            name=f"clip-warmup-{key}",
-            storage_path=str(out / "ray"),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
+    hooks = {"fail_at_step": fail_at_step, "fail_marker": str(out / "fail_marker") if fail_at_step else None}
+    result = fit({"job": "irgpt.train.clip_job:ClipWarmupJob", **loop, **hooks}, name=name, storage=out / "ray",
+                 num_workers=w.num_workers, use_gpu=w.use_gpu, max_failures=w.max_failures)
+    if result.error is not None:
+        raise result.error
     if result.checkpoint is None:
         raise RuntimeError("clip-warmup: the run finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"], strict=True)
+        saved = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        client = json.loads(Path(d, "irgpt_state.json.rank0").read_text())
+    state = {**(result.metrics or {}), **client}
+    model.load_state_dict(saved["model"], strict=True)
     save_clip(model, out / OUT_MODEL)
     history = state["history"]
     train_s = sum(h["seconds"] for h in history)
@@ -351,10 +351,11 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
         samples_per_s=samples / train_s if train_s else None,
         seconds=time.perf_counter() - t_start,
         resumed_from_epoch=state["resumed_from"],
+        ray_run_name=name,
         weights_hash_before=hash_before,
         weights_hash_after=weights_hash(model),
         checkpoint=str(out / OUT_MODEL),
-        ray_run=str(out / "ray" / f"clip-warmup-{key}"),
+        ray_run=str(out / "ray" / name),
     )
     atomic_write_json(out / OUT_REPORT, report)
     log0(f"[clip-warmup] done: loss {report['losses'][0]:.3f} -> {report['losses'][-1]:.3f}, {steps} steps, "

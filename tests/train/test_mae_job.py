@@ -39,18 +39,18 @@ def make_dataset(root, n_scenes=16, size=48):
 
 
 def test_select_rows_filters(tmp_path):
-    from irgpt.models.fe_train import select_rows
+    from irgpt.train.mae_job import training_image_ids
 
     expected = make_dataset(tmp_path)
-    ids = select_rows(tmp_path)
+    ids = training_image_ids(tmp_path)
     assert len(ids) == expected == 14 * 5 and ids == sorted(ids)
     assert not any(i.endswith("-vis-caption") or "scene" in i for i in ids)
 
 
 @pytest.mark.slow
 def test_fe_train_one_worker_cli(tmp_path, ray_local):
-    from irgpt.models import fe_train_cli
     from irgpt.models.mae import extract_features, load_extractor, weights_hash
+    from irgpt.train import fe_train_cli
 
     data, out = tmp_path / "data", tmp_path / "fe"
     expected = make_dataset(data)
@@ -72,8 +72,8 @@ def test_fe_train_one_worker_cli(tmp_path, ray_local):
 
 @pytest.mark.slow
 def test_fe_train_two_workers(tmp_path, ray_local):
-    from irgpt.models.fe_train import fe_train
     from irgpt.models.mae import load_extractor
+    from irgpt.train.mae_job import fe_train
 
     data, out = tmp_path / "data", tmp_path / "fe"
     expected = make_dataset(data)
@@ -83,3 +83,23 @@ def test_fe_train_two_workers(tmp_path, ray_local):
     assert len(report["losses"]) == 3 and all(math.isfinite(x) for x in report["losses"])
     assert report["losses"][-1] < report["losses"][0]
     load_extractor(str(out))
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_survived_with_the_same_losses(tmp_path, ray_local):
+    """2 workers, 3 epochs of 5 steps; the last rank dies after step 7 (mid epoch 2): the
+    group restarts from the epoch-1 checkpoint and ends with the uninterrupted run's losses."""
+    from irgpt.train.mae_job import fe_train
+
+    data = tmp_path / "data"
+    make_dataset(data)
+    cfg = load_config(None, ["scoring.lesson1.fe_train.batch_size=16", "scoring.lesson1.fe_train.max_failures=1"])
+    reference = fe_train(cfg, data, tmp_path / "ref", epochs=3, num_workers=2)
+    assert reference["history"][0]["samples"] == 70 and len(reference["losses"]) == 3
+    killed = fe_train(cfg, data, tmp_path / "killed", epochs=3, num_workers=2, fail_at_step=7)
+    assert (tmp_path / "killed" / "fail_marker").read_text().startswith("killed rank 1 after step 7")
+    np.testing.assert_allclose(killed["losses"], reference["losses"], rtol=1e-6)
+    assert killed["weights_hash"] == reference["weights_hash"]
+    # the same settings and --out again: the finished run is restored, not retrained
+    again = fe_train(cfg, data, tmp_path / "killed", epochs=3, num_workers=2)
+    assert again["losses"] == killed["losses"] and again["weights_hash"] == killed["weights_hash"]

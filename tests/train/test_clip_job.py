@@ -15,14 +15,14 @@ from irgpt.config import load_config
 from irgpt.data.io import write_manifest, write_table
 from irgpt.data.schema import SAMPLE_SCHEMA
 from irgpt.models.clip import create_clip, weights_hash
-from irgpt.models.clip_warmup import (
+from irgpt.train.clip_job import (
+    epoch_order,
     load_rank_pairs,
-    lr_lambda,
     make_training,
     param_groups,
     plan_rows,
     rank_slice,
-    train_epoch,
+    train_step,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -88,10 +88,20 @@ def test_rank_slices_partition_the_rows_contiguously():
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    f = lr_lambda(100)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
-    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5, abs=0.02)
-    assert f(100) == pytest.approx(0.0, abs=1e-9)
+    """The shared warm-up + cosine schedule (transformers'), as the warm-up uses it."""
+    from irgpt.train.clip_job import WARMUP_FRACTION
+    from irgpt.train.schedule import warmup_cosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, 100, WARMUP_FRACTION)
+    lrs = []
+    for _ in range(101):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5, abs=0.02) and lrs[100] == pytest.approx(0.0, abs=1e-9)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
 def test_no_weight_decay_on_gains_biases_and_logit_scale():
@@ -114,8 +124,10 @@ def _plain_warmup(data: dict, seed: int, epochs: int = 2, batch: int = 16, steps
     model, preprocess, _ = create_clip(seed=0)
     opt, sched, loss_fn = make_training(model, {"lr": 1e-3, "weight_decay": 0.1}, steps * epochs)
     for epoch in range(epochs):
-        h = train_epoch(model, model, opt, sched, loss_fn, preprocess, data, steps, batch, seed, epoch)
-        assert np.isfinite(h["loss"]) and h["steps"] == steps
+        order = epoch_order(len(data["ids"]), seed, epoch, 0)
+        for s in range(steps):
+            idx = np.sort(order[s * batch : (s + 1) * batch])
+            assert np.isfinite(train_step(model, model, opt, sched, loss_fn, preprocess, data, idx))
     return weights_hash(model)
 
 
@@ -137,7 +149,7 @@ def _cfg(workers: int, epochs: int = 2, batch: int = 32):
 @pytest.mark.slow
 def test_ray_warmup_one_worker_same_seed_same_weights(tiny_data, tmp_path, ray_local):
     from irgpt.models.clip import load_clip
-    from irgpt.models.clip_warmup import clip_warmup
+    from irgpt.train.clip_job import clip_warmup
 
     reports = [clip_warmup(_cfg(1), tiny_data, tmp_path / f"run{i}") for i in range(2)]
     a, b = reports
@@ -155,7 +167,7 @@ def test_ray_warmup_one_worker_same_seed_same_weights(tiny_data, tmp_path, ray_l
 
 @pytest.mark.slow
 def test_ray_warmup_two_workers_all_gather(tiny_data, tmp_path, ray_local):
-    from irgpt.models.clip_warmup import clip_warmup
+    from irgpt.train.clip_job import clip_warmup
 
     rep = clip_warmup(_cfg(2, epochs=1, batch=32), tiny_data, tmp_path / "w2")
     assert rep["world_size"] == 2 and rep["local_batch_size"] == 16
@@ -212,3 +224,23 @@ def test_all_gathered_two_rank_gradient_equals_the_one_process_gradient(tmp_path
     grads = torch.load(out, weights_only=True)
     for n, p in model.named_parameters():
         assert torch.allclose(grads[n], p.grad, rtol=1e-4, atol=1e-6), n
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_survived_with_the_same_losses(tiny_data, tmp_path, ray_local):
+    """2 workers, 2 epochs of 4 steps; the last rank dies after step 6: the group restarts
+    from the epoch-1 checkpoint and ends with the uninterrupted run's losses and weights."""
+    from irgpt.train.clip_job import clip_warmup
+
+    cfg = load_config(None, [
+        "scoring.lesson2.warmup.num_workers=2", "scoring.lesson2.warmup.epochs=2",
+        "scoring.lesson2.warmup.batch_size=32", "scoring.lesson2.warmup.seed=3",
+        "scoring.lesson2.warmup.max_failures=1",
+    ])
+    reference = clip_warmup(cfg, tiny_data, tmp_path / "ref")
+    assert reference["steps"] == 8 and reference["world_size"] == 2
+    killed = clip_warmup(cfg, tiny_data, tmp_path / "killed", fail_at_step=6)
+    assert (tmp_path / "killed" / "fail_marker").read_text().startswith("killed rank 1 after step 6")
+    np.testing.assert_allclose(killed["losses"], reference["losses"], rtol=1e-6)
+    assert killed["weights_hash_after"] == reference["weights_hash_after"]
+    assert killed["resumed_from_epoch"] == 1

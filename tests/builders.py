@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from irgpt.curriculum.weights import alpha as eq4_alpha
-from irgpt.curriculum.weights import eq5_weights
 from irgpt.data.io import base_manifest, shard_name, write_manifest, write_table
 from irgpt.data.schema import SAMPLE_SCHEMA
+from irgpt.scoring.weights import alpha as eq4_alpha
+from irgpt.scoring.weights import eq5_weights
 
 IR_BANDS = ("nir", "swir", "mwir", "lwir")
 
@@ -81,8 +81,9 @@ def write_samples(
     return ir
 
 
-def normalised_rank(values: np.ndarray, ids: list[str]) -> np.ndarray:
-    """rank / (n - 1) of values ascending (ties by id); 0 for a single row."""
+def ordinal_rank(values: np.ndarray, ids: list[str]) -> np.ndarray:
+    """rank / (n - 1) of values ascending (ties by id); 0 for a single row. Unlike the
+    library's `normalized_rank` it accepts repeated ids, so a test can write a broken table."""
     order = np.lexsort((np.asarray(ids), values))
     rank = np.empty(len(values), dtype=np.float64)
     rank[order] = np.arange(len(values)) / max(1, len(values) - 1)
@@ -97,7 +98,7 @@ def write_l1_scores(directory: str | Path, ids: list[str], *, seed: int = 1, sha
             "sample_id": pa.array(ids, pa.string()),
             "band": [IR_BANDS[i % len(IR_BANDS)] for i in range(len(ids))],
             "d_ir_vis": d,
-            "rank_l1": normalised_rank(d, ids),
+            "rank_l1": ordinal_rank(d, ids),
         }
     )
     _write_scores(directory, table, "scores_l1", shard_rows, {"scorer": "handmade-l1", "estimator": "none"}, seed)
@@ -116,7 +117,7 @@ def write_l2_scores(directory: str | Path, ids: list[str], *, seed: int = 2, sha
             "loss_after": after,
             "alpha": a,
             "weight": eq5_weights(a),
-            "rank_l2": normalised_rank(after, ids),
+            "rank_l2": ordinal_rank(after, ids),
         }
     )
     _write_scores(directory, table, "scores_l2", shard_rows, {"scorer": "handmade-l2", "rank_by": "loss_after"}, seed)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from irgpt.config.sections import WeightsConfig
-from irgpt.curriculum.weights import (
+from irgpt.scoring.weights import (
     alpha,
     eq5_weights,
     exact_partials,

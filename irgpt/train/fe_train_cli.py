@@ -1,6 +1,6 @@
 """`irgpt fe-train --data DIR --out DIR [--config FILE] [--set k=v] [--epochs N] [--num-workers N]`.
 
-Trains the Lesson 1 MAE feature extractor (`irgpt.models.fe_train.fe_train`);
+Trains the Lesson 1 MAE feature extractor (`irgpt.train.mae_job.fe_train`);
 `--out` then holds a `save_pretrained` ViTMAE directory that
 `scoring.lesson1.extractor=OUT` points the scorer at, plus `fe_train.json`.
 """
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from irgpt.config import load_config
-    from irgpt.models.fe_train import fe_train
+    from irgpt.train.mae_job import fe_train
 
     cfg = load_config(args.config, args.set)
     fe_train(cfg, args.data, args.out, epochs=args.epochs, num_workers=args.num_workers)

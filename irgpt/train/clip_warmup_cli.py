@@ -1,7 +1,7 @@
 """`irgpt clip-warmup --data DIR --out DIR [--config FILE] [--set k=v] [--epochs N]`: thin entry point.
 
 Fine-tunes the Lesson 2 CLIP on the train split's infrared caption pairs
-(`irgpt.models.clip_warmup.clip_warmup`, a Ray Train job) and writes
+(`irgpt.train.clip_job.clip_warmup`, a Ray Train job) and writes
 `OUT/clip_warmup.pt` + `OUT/clip_warmup.json`. Rerunning with the same
 settings and `--out` resumes from the last epoch checkpoint. Flags override
 `scoring.lesson2.warmup`; heavy imports happen in `run`.
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from irgpt.config import load_config
     from irgpt.errors import CommandError
-    from irgpt.models.clip_warmup import clip_warmup
+    from irgpt.train.clip_job import clip_warmup
 
     cfg = load_config(args.config, args.set)
     changes = {field: getattr(args, dest) for dest, field in _FLAGS.items() if getattr(args, dest) is not None}

@@ -35,7 +35,9 @@ from pathlib import Path
 from irgpt.errors import CommandError
 from irgpt.models.tokenizer import IMAGE, conversation_segments
 from irgpt.models.vlm import VLMInputSpec
-from irgpt.train.loss import IGNORE_INDEX
+
+IGNORE_INDEX = -100
+"""The label of a token no loss is taken on (Hugging Face's convention)."""
 
 log = logging.getLogger(__name__)
 

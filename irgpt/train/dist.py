@@ -1,0 +1,69 @@
+"""Rank, world size and the few collectives the training jobs use, asked one way.
+
+Inside a Ray Train worker the process group exists (gloo on CPU, NCCL on GPU);
+outside one (a unit test, a single process) every function here is the
+world-size-1 identity, so `world_size = 1` runs the same code path.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+
+def distributed() -> bool:
+    """True when a process group with more than one rank is initialised."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this worker: Ray Train's context, else (0, 1)."""
+    try:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_world_size()
+    except Exception:  # noqa: BLE001 - not inside a Ray Train worker
+        return 0, 1
+
+
+def all_reduce(values: list[float], op: str = "sum") -> list[float]:
+    """`values` reduced over ranks (`sum`, `min` or `max`), as float64."""
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if distributed():
+        ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+        dist.all_reduce(t, op=ops[op])
+    return t.tolist()
+
+
+def all_reduce_tensor(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce of a tensor (no-op on one rank); returns it."""
+    import torch.distributed as dist
+
+    if distributed():
+        ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+        dist.all_reduce(t, op=ops[op])
+    return t
+
+
+def gather_objects(obj) -> list:
+    """`obj` of every rank, in rank order (one rank: `[obj]`)."""
+    import torch.distributed as dist
+
+    if not distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def print0(message: str, rank: int | None = None) -> None:
+    """A progress line from rank 0 only (stderr, flushed)."""
+    if (rank_world()[0] if rank is None else rank) == 0:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
