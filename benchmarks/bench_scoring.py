@@ -224,14 +224,8 @@ def plain_pass(name: str, spec: dict, data_dir: Path, out_dir: Path, part_rows: 
 
     import irgpt.data.images as images
     import irgpt.models.mae as mae
-    from irgpt.data.io import REJECTS_SCHEMA, shard_name, write_table
-    from irgpt.scoring.pipeline import (
-        STATE_DIR,
-        _check_accounting,
-        merge_rejects,
-        plan_parts,
-        read_part,
-    )
+    from irgpt.data.io import REJECTS_SCHEMA, read_part, shard_name, write_table
+    from irgpt.scoring.pipeline import STATE_DIR, _check_accounting, merge_rejects, plan_parts
 
     timers.reset()
     load0 = os.getloadavg()[0]

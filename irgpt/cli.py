@@ -24,6 +24,7 @@ _REGISTRARS = [
     "irgpt.tune.cli",
     "irgpt.eval.cli",
     "irgpt.report.cli",
+    "irgpt.pipeline_cli",
 ]
 
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+
     def command() -> int:
         try:
             return int(args.func(args) or 0)

@@ -1,6 +1,6 @@
 """The end-to-end pipeline: every stage in order under one run directory.
 
-    synth -> fe_train -> score_l1 -> score_l2 -> tier -> train_stage1 ->
+    synth -> fe_train -> score_l1 -> clip_warmup -> score_l2 -> tier -> train_stage1 ->
     train_stage2 -> eval -> report
 
 Each stage reads what earlier stages wrote and writes its own outputs under
@@ -50,7 +50,8 @@ STAGES = [
     Stage("synth", (), ("data.synth",), ("data",)),
     Stage("fe_train", ("synth",), ("scoring.lesson1.extractor", "scoring.lesson1.fe_train"), ("fe",)),
     Stage("score_l1", ("synth", "fe_train"), ("scoring.lesson1",), ("scores_l1",)),
-    Stage("score_l2", ("synth",), ("scoring.lesson2",), ("scores_l2",)),
+    Stage("clip_warmup", ("synth",), ("scoring.lesson2",), ("clip_warmup",)),
+    Stage("score_l2", ("synth", "clip_warmup"), ("scoring.lesson2",), ("scores_l2",)),
     Stage("tier", ("synth", "score_l1", "score_l2"), ("curriculum",), ("tiers",)),
     Stage("train_stage1", ("synth", "tier"), ("train", "deepspeed", "curriculum"), ("train/stage1",), ("train/ray/*-stage1-*",)),
     Stage("train_stage2", ("synth", "train_stage1"), ("train", "deepspeed"), ("train/stage2",), ("train/ray/*-stage2-*",)),
@@ -110,7 +111,9 @@ class Pipeline:
     # ---------------------------------------------------------------- run --
     def run(self) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        wanted = self.cfg.run.stages
+        wanted = list(self.cfg.run.stages)
+        if "score_l2" in wanted and "clip_warmup" not in wanted:  # configs written before it was a stage
+            wanted.insert(wanted.index("score_l2"), "clip_warmup")
         unknown = [s for s in wanted if s not in BY_NAME]
         if unknown:
             raise CommandError(f"run.stages: unknown stage(s) {unknown}; stages are {list(BY_NAME)}")
@@ -185,10 +188,18 @@ class Pipeline:
         m = score_ir_vis(self.cfg, self.data_dir, self.path("scores_l1"), extractor=str(self.path("fe")))
         return {"rows": m["num_rows"], "rejected": m["rejected"], **m["summary"], "estimator": m["stats"]["estimator"]}
 
+    def _do_clip_warmup(self, resume: bool) -> dict:
+        from irgpt.train.clip_job import ensure_clip_warmup
+
+        ensure_clip_warmup(self.cfg, self.data_dir, self.path("clip_warmup"))
+        report = json.loads((self.path("clip_warmup") / "clip_warmup.json").read_text())
+        return {k: report.get(k) for k in ("epochs", "steps", "losses", "seconds", "samples_per_s")}
+
     def _do_score_l2(self, resume: bool) -> dict:
         from irgpt.scoring.ir_text import score_ir_text
 
-        m = score_ir_text(self.cfg, self.data_dir, self.path("scores_l2"))
+        m = score_ir_text(self.cfg, self.data_dir, self.path("scores_l2"),
+                          warmup=self.path("clip_warmup") / "clip_warmup.pt")
         return {"rows": m["num_rows"], "rejected": m["rejected"], **m["summary"]}
 
     def _do_tier(self, resume: bool) -> dict:
@@ -196,7 +207,7 @@ class Pipeline:
 
         m = build_tiers(self.data_dir, [self.path("scores_l1"), self.path("scores_l2")], self.path("tiers"),
                         self.cfg.curriculum, overwrite=True, ray_cfg=self.cfg.ray)
-        return {"tier_sizes": m.get("tier_sizes"), "rows": m.get("rows")}
+        return {"tier_sizes": m["tier_sizes"], "num_rows": m["num_rows"]}
 
     def _do_train_stage1(self, resume: bool) -> dict:
         return self._train("1", resume)

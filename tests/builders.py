@@ -77,7 +77,8 @@ def write_samples(
             schema=SAMPLE_SCHEMA,
         )
         write_table(directory / shard_name(shard), table)
-    write_manifest(directory, base_manifest("samples", rows=len(rows), config_hash="handmade", seed=seed))
+    write_manifest(directory, base_manifest("dataset", num_rows=len(rows), source="handmade", config_hash="handmade",
+                                            seed=seed))
     return ir
 
 
@@ -128,4 +129,6 @@ def _write_scores(directory, table: pa.Table, kind: str, shard_rows: int, proven
     directory = Path(directory)
     for shard, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
         write_table(directory / shard_name(shard), table.slice(start, shard_rows))
-    write_manifest(directory, base_manifest(kind, rows=table.num_rows, config_hash=f"{kind}-handmade", provenance=provenance, seed=seed))
+    write_manifest(directory, base_manifest("scores", lesson=kind[-2:], num_rows=table.num_rows, rejected=0,
+                                            columns=table.column_names, config_hash=f"{kind}-handmade",
+                                            provenance=provenance, seed=seed))

@@ -73,6 +73,23 @@ class Config:
         """`data.dir`, or RUN_DIR/data when it is null."""
         return Path(self.data.dir) if self.data.dir else self.run_dir / "data"
 
+    def input_data(self, given: str | Path | None, flag: str = "--data") -> Path:
+        """The dataset a command reads: `given` (its `flag`), else `data_dir`.
+
+        Raises `CommandError` naming the flag and the config keys to set when there is
+        no dataset there (no manifest.json), instead of failing later on a missing file.
+        """
+        from irgpt.errors import CommandError
+
+        path = Path(given) if given else self.data_dir
+        if (path / "manifest.json").is_file():
+            return path
+        source = (f"{flag} {given}" if given else f"data.dir={self.data.dir}" if self.data.dir else
+                  f"the pipeline's dataset RUN_DIR/data (run.root={self.run.root}, run.name={self.run.name}; "
+                  "data.dir is null)")
+        raise CommandError(f"no dataset at {path} (from {source}): pass {flag} DIR, or set data.dir "
+                           "(a directory made by `irgpt data synth` or `irgpt data import`)")
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults) and apply `a.b.c=value` overrides."""

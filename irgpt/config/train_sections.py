@@ -218,7 +218,7 @@ class RunConfig:
     seed: int = 0
     stages: list[str] = field(
         default_factory=lambda: [
-            "synth", "fe_train", "score_l1", "score_l2", "tier",
+            "synth", "fe_train", "score_l1", "clip_warmup", "score_l2", "tier",
             "train_stage1", "train_stage2", "eval", "report",
         ]
     )

@@ -12,7 +12,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="samples dataset directory (default: data.dir of the config)")
+    parser.add_argument("--data", help="samples dataset directory (default: data.dir, else RUN_DIR/data)")
     parser.add_argument("--scores", action="append", required=True, metavar="DIR",
                         help="a score table (Lesson 1: rank_l1 column, Lesson 2: rank_l2); give once per lesson")
     parser.add_argument("--out", required=True, help="output directory (tier=K/ folders + manifest.json)")
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     manifest = build_tiers(
-        args.data or cfg.data.dir,
+        cfg.input_data(args.data),
         args.scores,
         args.out,
         cfg.curriculum,
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     )
     c = manifest["counts"]
     print(
-        f"irgpt tier: {manifest['rows']} rows in {manifest['num_tiers']} tiers {manifest['tier_sizes']} -> {args.out} "
+        f"irgpt tier: {manifest['num_rows']} rows in {manifest['num_tiers']} tiers {manifest['tier_sizes']} -> {args.out} "
         f"({manifest['engine']} engine); rejected {c['rejected']} {c['rejected_by_reason']}, "
         f"unscored {c['unscored_not_scorable']}, other split {c['other_split'] + c['scored_other_split']}, "
         f"orphan scores {c['orphan_scores']}"

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from irgpt.data.io import read_manifest, shard_paths
+from irgpt.data import contracts
+from irgpt.data.io import shard_paths
 from irgpt.errors import CommandError
 
 
@@ -59,18 +60,16 @@ class RowSource:
     @classmethod
     def from_tier_dir(cls, tier_dir: str | Path) -> RowSource:
         tier_dir = Path(tier_dir)
-        manifest = read_manifest(tier_dir)
-        if manifest.get("kind") != "tiers":
-            raise CommandError(f"{tier_dir}: not a tier output (manifest kind {manifest.get('kind')!r})")
+        manifest = contracts.read(contracts.TiersManifest, tier_dir)
         tiers = []
-        for k in range(int(manifest["num_tiers"])):
+        for k in range(manifest.num_tiers):
             files = shard_paths(tier_dir / f"tier={k}")
             if not files:
                 raise CommandError(f"{tier_dir}/tier={k}: no part-*.parquet files")
             tiers.append([_file_rows(f) for f in files])
         source = cls(tiers, pq.ParquetFile(tiers[0][0].path).schema_arrow.names, origin=str(tier_dir))
-        if source.tier_sizes != list(manifest["tier_sizes"]):
-            raise CommandError(f"{tier_dir}: tier files hold {source.tier_sizes} rows, manifest says {manifest['tier_sizes']}")
+        if source.tier_sizes != manifest.tier_sizes:
+            raise CommandError(f"{tier_dir}: tier files hold {source.tier_sizes} rows, manifest says {manifest.tier_sizes}")
         return source
 
     @classmethod

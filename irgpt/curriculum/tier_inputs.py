@@ -19,7 +19,7 @@ from irgpt.data.io import MANIFEST, read_manifest, shard_paths
 from irgpt.errors import CommandError
 
 REQUIRED = {1: ("sample_id",) + L1_COLUMNS, 2: ("sample_id",) + L2_COLUMNS}
-_PROVENANCE_KEYS = ("kind", "schema_version", "code_version", "created_unix", "command", "seed", "rank_by", "weights", "rows", "num_rows", "counts")
+_PROVENANCE_KEYS = ("kind", "lesson", "untrained", "schema_version", "code_version", "created_unix", "command", "seed", "rank_by", "weights", "rows", "num_rows", "counts")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class DatasetInput:
     def provenance(self) -> dict:
         """The manifest fields that say where the input came from."""
         keep = {k: v for k, v in self.manifest.items() if k in _PROVENANCE_KEYS or any(s in k for s in ("provenance", "scorer", "hash", "config"))}
-        return {"dir": str(self.path), "rows": self.rows, "files": len(self.files), "manifest": keep}
+        return {"dir": str(self.path), "num_rows": self.rows, "files": len(self.files), "manifest": keep}
 
 
 def parquet_files(path: Path) -> list[Path]:

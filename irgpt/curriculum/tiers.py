@@ -138,7 +138,7 @@ def _manifest(data, scores, cfg, result, engine, split, rows_per_part, reweight)
         inputs[f"lesson{lesson}"] = {**inp.provenance(), "used": bool(cfg.use_l1 if lesson == 1 else cfg.use_l2)}
     return base_manifest(
         KIND,
-        rows=result.n,
+        num_rows=result.n,
         config_hash=config_hash(cfg),
         curriculum=to_dict(cfg),
         num_tiers=cfg.m,

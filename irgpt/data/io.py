@@ -263,4 +263,26 @@ def base_manifest(kind: str, **fields) -> dict:
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> None:
+    """Write `DIR/manifest.json` atomically, after checking it against its kind's contract
+    (`irgpt.data.contracts`): a stage cannot hand a malformed manifest to the next."""
+    from irgpt.data.contracts import BY_KIND, parse
+
+    contract = BY_KIND.get(manifest.get("kind"))
+    if contract is not None:
+        parse(contract, manifest, f"{Path(directory) / MANIFEST} (being written)")
     atomic_write_json(Path(directory) / MANIFEST, manifest)
+
+
+def read_part(spec: dict, columns: list[str] | None = None) -> pa.Table:
+    """Rows [start, stop) of one shard, reading only the row groups needed."""
+    pf = pq.ParquetFile(spec["file"])
+    start, stop = spec["start"], spec["stop"]
+    groups, offset, first = [], 0, None
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset + n > start and offset < stop:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    table = pf.read_row_groups(groups, columns=columns)
+    return table.slice(start - first, stop - start)

@@ -182,7 +182,7 @@ class _PartWorker:
     def __call__(self, batch: dict) -> dict:
         import pyarrow.parquet as pq
 
-        from irgpt.scoring.pipeline import read_part
+        from irgpt.data.io import read_part
 
         out = {"part": [], "rows": [], "seconds": [], "predictions": []}
         for raw in batch["spec"]:
@@ -225,7 +225,7 @@ def run_benchmark(cfg, model_dir: str | Path, bench_dir: str | Path | None, out_
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").is_file():
         raise CommandError(f"{model_dir}: not a model directory (no config.json)")
-    bench_dir = Path(bench_dir or ev.bench_dir or cfg.data_dir).resolve()
+    bench_dir = cfg.input_data(bench_dir or ev.bench_dir, "--bench").resolve()
     out_dir = Path(out_dir) if out_dir is not None else model_dir / DEFAULT_OUT
     if ev.batch_size < 1 or ev.max_new_tokens < 1 or ev.concurrency < 1 or ev.num_gpus < 0:
         raise CommandError("eval.batch_size, eval.max_new_tokens and eval.concurrency must be >= 1, "

@@ -136,7 +136,11 @@ def tiny_vlm_config(vocab_size: int, image_token_id: int, pad_token_id: int = 0,
                        vision_feature_layer=-1, projector_hidden_act="gelu", tie_word_embeddings=False)
 
 
-def build_tiny_vlm(tokenizer, image_size: int = 64, seed: int = 0):
+TINY_IMAGE_SIZE = 64
+"""The tiny VLM's image side when the data does not fix one (imported data)."""
+
+
+def build_tiny_vlm(tokenizer, image_size: int = TINY_IMAGE_SIZE, seed: int = 0):
     """(model, spec): a random-init `LlavaForConditionalGeneration` sized to `tokenizer`.
 
     Initialisation is seeded and leaves the global RNG untouched.

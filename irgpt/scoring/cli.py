@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from irgpt.cli_util import add_config_arguments, add_module_command, lazy
+from irgpt.cli_util import add_config_arguments, add_module_command
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--warmup", help="use this warm-up checkpoint instead of running the warm-up")
     p.add_argument("--force", action="store_true", help="recompute, discarding committed parts")
     add_config_arguments(p)
-    p.set_defaults(func=lazy("irgpt.scoring.ir_text", "run_cli"))
+    p.set_defaults(func=_run_ir_text)
 
 
 def _run_ir_vis(args: argparse.Namespace) -> int:
@@ -46,4 +46,26 @@ def _run_ir_vis(args: argparse.Namespace) -> int:
                             visible_data=args.visible_data, force=args.force)
     print(json.dumps({"out": args.out, "rows": manifest["num_rows"], "rejected": manifest["rejected"],
                       "estimator": manifest["provenance"]["estimator"], **manifest["summary"]}, indent=2))
+    return 0
+
+
+def _run_ir_text(args: argparse.Namespace) -> int:
+    """Lesson 2 end to end: the CLIP warm-up into OUT/warmup (reused when it matches the
+    settings and the data, or `--warmup`), then the before / after passes."""
+    import shutil
+    from pathlib import Path
+
+    from irgpt.config import load_config
+    from irgpt.scoring.ir_text import score_ir_text
+    from irgpt.train.clip_job import ensure_clip_warmup
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out)
+    if args.force and out.exists():
+        shutil.rmtree(out)  # the warm-up in OUT/warmup too
+    data = cfg.input_data(args.data)
+    warmup = args.warmup or ensure_clip_warmup(cfg, data, out / "warmup")
+    manifest = score_ir_text(cfg, data, out, warmup=warmup)
+    print(json.dumps({"out": args.out, "rows": manifest["num_rows"], "rejected": manifest["rejected"],
+                      "truncated_captions": manifest["truncated_captions"], **manifest["summary"]}, indent=2))
     return 0

@@ -4,7 +4,8 @@
    (`clip_loss.select_pool`), the same for l and l'.
 2. `before` pass (resumable, actor pool): l_i = symmetric InfoNCE of pair i
    against the pool, with CLIP before warm-up -> `OUT/_before/`.
-3. Warm-up: `irgpt clip-warmup` as a Ray Train job -> `OUT/warmup/`.
+3. Warm-up: given (`irgpt clip-warmup`, a Ray Train job: the pipeline's
+   `clip_warmup` stage, or `irgpt score ir-text`, which runs it into `OUT/warmup/`).
 4. `after` pass: l'_i with the warmed CLIP; each part joins the committed
    `before` part of the same index (the plans are identical) and writes
    loss_before, loss_after and alpha (Eq. 4) -> `OUT/_after/`.
@@ -15,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -25,10 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from irgpt.config import Config, config_hash, load_config
+from irgpt.config import Config, config_hash
 from irgpt.data.io import (
     base_manifest,
-    manifest_hash,
     read_manifest,
     shard_name,
     shard_paths,
@@ -37,7 +36,7 @@ from irgpt.data.io import (
 )
 from irgpt.data.schema import answer_text, ir_caption_filter, is_ir_caption
 from irgpt.errors import CommandError
-from irgpt.ray_utils import ensure_ray, log0, warn_untrained
+from irgpt.ray_utils import ensure_ray, warn_untrained
 from irgpt.scoring.base import Scorer
 from irgpt.scoring.pipeline import (
     attach_data_column,
@@ -162,8 +161,10 @@ def _pool_rows(data_dir: Path, k: int, seed: int, context_length: int) -> dict:
 
 
 def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
-                  warmup: str | None = None, force: bool = False) -> dict:
-    """Score every infrared caption pair of `data_dir`; returns the manifest."""
+                  warmup: str | Path, force: bool = False) -> dict:
+    """Score every infrared caption pair of `data_dir` with the CLIP before and after
+    the warm-up checkpoint `warmup` (`irgpt.train.clip_job.ensure_clip_warmup`, which
+    `irgpt score ir-text` and the pipeline's `clip_warmup` stage run); returns the manifest."""
     from irgpt.scoring.weights import distributed_medians, weights_from_config
 
     t_start = time.perf_counter()
@@ -186,20 +187,6 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     run_pass(name="score_l2:before", input_dir=data_dir, out_dir=out_dir / "_before", scorer_factory=LossScorer,
              scorer_kwargs={**common, "checkpoint": None}, pool=l2.pool, key=key, columns=list(INPUT_COLUMNS))
 
-    if warmup is None:
-        from irgpt.train.clip_job import clip_warmup
-
-        warm_dir = out_dir / "warmup"
-        warm_json = warm_dir / "clip_warmup.json"
-        done = json.loads(warm_json.read_text()) if warm_json.is_file() else {}
-        wanted = {"config_hash": config_hash(l2), "data_manifest_hash": manifest_hash(data_dir)}
-        if all(done.get(k) == v for k, v in wanted.items()):  # same settings and the same data
-            log0(f"[score_l2] warm-up already done: {warm_dir}")
-        else:
-            if done:
-                log0(f"[score_l2] warm-up in {warm_dir} was made from other settings or data: redone")
-            clip_warmup(cfg, data_dir, warm_dir)
-        warmup = str(warm_dir / "clip_warmup.pt")
     if not Path(warmup).is_file():
         raise CommandError(f"warm-up checkpoint not found: {warmup}")
     from irgpt.models.clip import load_clip, weights_hash
@@ -268,11 +255,3 @@ def summarize(table: pa.Table) -> dict:
             misaligned=int(bad.sum()),
         )
     return summary
-
-
-def run_cli(args) -> int:
-    cfg = load_config(args.config, args.set)
-    manifest = score_ir_text(cfg, args.data, args.out, warmup=args.warmup, force=args.force)
-    print(json.dumps({"out": args.out, "rows": manifest["num_rows"], "rejected": manifest["rejected"],
-                      "truncated_captions": manifest["truncated_captions"], **manifest["summary"]}, indent=2))
-    return 0

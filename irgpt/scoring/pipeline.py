@@ -30,6 +30,7 @@ from irgpt.config import ActorPoolConfig
 from irgpt.data.io import (
     REJECTS_SCHEMA,
     atomic_write_json,
+    read_part,
     shard_name,
     shard_paths,
     write_rejects,
@@ -54,21 +55,6 @@ def plan_parts(input_dir: str | Path, part_rows: int) -> list[dict]:
                 {"part": len(parts), "file": str(Path(path).resolve()), "start": start, "stop": min(n, start + part_rows)}
             )
     return parts
-
-
-def read_part(spec: dict, columns: list[str] | None = None) -> pa.Table:
-    """Rows [start, stop) of one shard, reading only the row groups needed."""
-    pf = pq.ParquetFile(spec["file"])
-    start, stop = spec["start"], spec["stop"]
-    groups, offset, first = [], 0, None
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset + n > start and offset < stop:
-            groups.append(g)
-            first = offset if first is None else first
-        offset += n
-    table = pf.read_row_groups(groups, columns=columns)
-    return table.slice(start - first, stop - start)
 
 
 class _PartWorker:

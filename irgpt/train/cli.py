@@ -41,6 +41,6 @@ def _run(args: argparse.Namespace) -> int:
     else:
         if not args.out:
             raise CommandError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        summary = train(cfg, args.stage, args.data or cfg.data_dir, args.tiers, args.out)
+        summary = train(cfg, args.stage, cfg.input_data(args.data), args.tiers, args.out)
     print(json.dumps({k: v for k, v in summary.items() if k.startswith("stage")}, indent=2, default=str))
     return 0

@@ -361,3 +361,27 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
     log0(f"[clip-warmup] done: loss {report['losses'][0]:.3f} -> {report['losses'][-1]:.3f}, {steps} steps, "
          f"{report['samples_per_s']:.0f} samples/s, {report['seconds']:.0f}s; wrote {out / OUT_MODEL}")
     return report
+
+
+def ensure_clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path) -> Path:
+    """The warm-up checkpoint for `cfg` and `data_dir` in `out_dir` (`clip_warmup.pt`).
+
+    Reused when `clip_warmup.json` there was made with the same `scoring.lesson2`
+    config hash and the same data manifest hash; otherwise the warm-up runs (a
+    rerun of an interrupted one resumes from its last epoch).
+    """
+    from irgpt.config.loader import config_hash
+    from irgpt.data.io import manifest_hash
+    from irgpt.ray_utils import log0
+
+    out = Path(out_dir).resolve()
+    report = out / OUT_REPORT
+    done = json.loads(report.read_text()) if report.is_file() else {}
+    wanted = {"config_hash": config_hash(cfg.scoring.lesson2), "data_manifest_hash": manifest_hash(data_dir)}
+    if done and all(done.get(k) == v for k, v in wanted.items()) and (out / OUT_MODEL).is_file():
+        log0(f"[clip-warmup] warm-up already done for these settings and data: {out}")
+    else:
+        if done:
+            log0(f"[clip-warmup] the warm-up in {out} was made from other settings or data: redone")
+        clip_warmup(cfg, data_dir, out)
+    return out / OUT_MODEL

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from irgpt.config import Config, config_hash
+from irgpt.data import contracts
 from irgpt.data.io import atomic_write_json, read_manifest
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
@@ -62,7 +63,7 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
 
     shutil.rmtree(out, ignore_errors=True)
     from irgpt.models.tokenizer import corpus_texts, train_tokenizer
-    from irgpt.models.vlm import build_tiny_vlm, save_vlm
+    from irgpt.models.vlm import TINY_IMAGE_SIZE, build_tiny_vlm, save_vlm
     from irgpt.train.data import read_stage_rows
 
     rows = [read_stage_rows(data_dir, stage, "train", ["sample_id", "conversations"]) for stage in (1, 2)]
@@ -70,7 +71,11 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
     if not conversations:
         raise CommandError(f"{data_dir}: no training conversations to build the tokenizer from")
     tokenizer = train_tokenizer(corpus_texts(conversations))
-    image_size = int(read_manifest(data_dir).get("config", {}).get("image_size", 64))
+    image_size = contracts.read(contracts.DatasetManifest, data_dir).image_size
+    if image_size is None:  # imported data: images of many sizes, resized by the model's processor
+        image_size = TINY_IMAGE_SIZE
+        log0(f"[train] {data_dir} has no single image size (imported data): the tiny VLM takes "
+             f"{image_size} px images")
     model, spec = build_tiny_vlm(tokenizer, image_size=image_size, seed=cfg.train.seed)
     log0(f"[train] tiny VLM built: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
          f"vocabulary {len(tokenizer)}, image {image_size}px")
@@ -88,6 +93,10 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
     return out
 
 
+TIERING_KEYS = ("lam", "use_l1", "use_l2", "anti_l1", "anti_l2", "weights")
+"""Curriculum keys (besides `m`) the tiers are made with; training refuses to differ from them."""
+
+
 def iterator_kwargs(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None) -> dict:
     """The spec `irgpt.train.data.make_iterator` builds the stage's TierIterator from."""
     stage_cfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
@@ -95,11 +104,18 @@ def iterator_kwargs(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | N
     if stage == 1:
         if tiers_dir is None:
             raise CommandError("stage 1 reads the curriculum tiers: pass --tiers DIR (from `irgpt tier`)")
-        tiers = read_manifest(tiers_dir)
-        if int(tiers.get("num_tiers", -1)) != cfg.curriculum.m:
-            raise CommandError(f"curriculum.m={cfg.curriculum.m} but {tiers_dir} holds {tiers.get('num_tiers')} tiers; "
+        tiers = contracts.read(contracts.TiersManifest, tiers_dir)
+        if tiers.num_tiers != cfg.curriculum.m:
+            raise CommandError(f"curriculum.m={cfg.curriculum.m} but {tiers_dir} holds {tiers.num_tiers} tiers; "
                                f"re-tier with `irgpt tier --set curriculum.m={cfg.curriculum.m}` or train with "
-                               f"--set curriculum.m={tiers.get('num_tiers')}")
+                               f"--set curriculum.m={tiers.num_tiers}")
+        wanted = cfg.to_dict()["curriculum"]
+        differ = [k for k in TIERING_KEYS if k in tiers.curriculum and tiers.curriculum[k] != wanted[k]]
+        if differ:
+            now = " ".join(f"curriculum.{k}={wanted[k]}" for k in differ)
+            made = " ".join(f"curriculum.{k}={tiers.curriculum[k]}" for k in differ)
+            raise CommandError(f"this config has {now} but {tiers_dir} was tiered with {made}; re-tier with "
+                               f"`irgpt tier --set ...` or train with --set {made.replace(' ', ' --set ')}")
         return {"source": str(tiers_dir), "kind": "tiers", **common}
     return {"source": str(data_dir), "kind": "stage2", **common}
 
@@ -245,7 +261,7 @@ def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path |
     # Absolute paths: Ray Train workers do not run in the driver's working directory.
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
     tiers_dir = Path(tiers_dir).resolve() if tiers_dir else None
-    read_manifest(data_dir)
+    contracts.read(contracts.DatasetManifest, data_dir)
     if stage in ("1", "all"):
         iterator_kwargs(cfg, 1, data_dir, tiers_dir)  # tier input and curriculum.m checked before any work
     summary_path = out_dir / "summary.json"

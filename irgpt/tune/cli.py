@@ -65,6 +65,16 @@ def register(subparsers) -> None:
     add_config_arguments(a)
     a.set_defaults(func=_ablate)
 
+    e = subparsers.add_parser(
+        "experiment", help="does the curriculum help? Tables 3 and 4 over seeds, honestly reported",
+        description="Data and scores (the pipeline's first stages), stage 1 for every ablation row and seed, "
+                    "stage 2 + benchmark for experiment.stage2_rows, then a Markdown report with 95% "
+                    "intervals and paired differences (default docs/experiments.md). Re-running reuses "
+                    "every finished part. See docs/experiments.md.")
+    e.add_argument("--out", help="the Markdown report (default: experiment.out)")
+    add_config_arguments(e)
+    e.set_defaults(func=_experiment)
+
 
 def _limit(value: int | None):
     from irgpt.tune.trial import EVAL_LIMIT
@@ -114,4 +124,14 @@ def _ablate(args: argparse.Namespace) -> int:
                           split=args.split, eval_limit=_limit(args.eval_limit), stage2=args.stage2)
     print(result["markdown"])
     print(f"irgpt ablate: wrote {', '.join(result['files'])}")
+    return 0
+
+
+def _experiment(args) -> int:
+    from irgpt.config import load_config
+    from irgpt.tune.experiment import run_experiment
+
+    result = run_experiment(load_config(args.config, args.set), args.out)
+    print(result["markdown"])
+    print(f"wrote {', '.join(result['files'])}")
     return 0

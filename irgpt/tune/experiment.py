@@ -30,7 +30,7 @@ from irgpt.errors import CommandError
 from irgpt.ray_utils import log0
 from irgpt.tune.ablate import BY_NAME, METRICS_FILE, ablation_rows, row_config, run_ablation
 
-PREP_STAGES = ["synth", "fe_train", "score_l1", "score_l2"]
+PREP_STAGES = ["synth", "fe_train", "score_l1", "clip_warmup", "score_l2"]
 STAGE2_FILE = "stage2_check.json"
 CHECK_TASKS = ("scene", "recognition", "aerial_counting", "pedestrian_counting")
 """The tasks whose above-baseline result says stage 2 learnt something (issue's bar)."""

@@ -55,7 +55,7 @@ def test_batch_contract(tiered):
 
 def test_stratified_every_tier_before_the_next_each_sample_once(tiered):
     per_rank, positions = run_ranks(tiered["out"], CurriculumConfig(), world=2, batch=5, epochs=2)
-    n = tiered["manifest"]["rows"]
+    n = tiered["manifest"]["num_rows"]
     tiers = global_sequence(per_rank, "tier")
     half = len(tiers) // 2
     for epoch in (tiers[:half], tiers[half:]):
@@ -72,7 +72,7 @@ def test_stratified_every_tier_before_the_next_each_sample_once(tiered):
 
 def test_ascending_sorted_descending_reverse_random_seeded(tiered):
     asc = real(run_ranks(tiered["out"], CurriculumConfig(schedule="ascending"), world=2, batch=4)[0], "composite_rank")
-    assert asc == sorted(asc) and len(asc) == tiered["manifest"]["rows"]
+    assert asc == sorted(asc) and len(asc) == tiered["manifest"]["num_rows"]
     asc_ids = real(run_ranks(tiered["out"], CurriculumConfig(schedule="ascending"), world=1, batch=4)[0])
     desc_ids = real(run_ranks(tiered["out"], CurriculumConfig(schedule="descending"), world=1, batch=4)[0])
     assert desc_ids == asc_ids[::-1]

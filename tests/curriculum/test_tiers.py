@@ -82,7 +82,7 @@ def test_manifest_consistent_with_files(tiered):
     assert m["kind"] == "tiers" and m["num_tiers"] == 4 and m["curriculum"] == to_dict(CurriculumConfig())
     assert m["config_hash"] == config_hash(CurriculumConfig())
     c = m["counts"]
-    assert c["tiered"] == m["rows"] == sum(m["tier_sizes"]) == N_IR - MISSING_L1 - MISSING_L2
+    assert c["tiered"] == m["num_rows"] == sum(m["tier_sizes"]) == N_IR - MISSING_L1 - MISSING_L2
     assert c["rejected_by_reason"] == {"no Lesson 1 score": MISSING_L1, "no Lesson 2 score": MISSING_L2}
     assert c["orphan_scores"] == {"lesson1": 1, "lesson2": 0} and c["orphan_examples"] == ["ghost-0000001"]
     assert c["scored_other_split"] == 1 and c["other_split"] == 4 and c["unscored_not_scorable"] == 20
@@ -94,7 +94,7 @@ def test_manifest_consistent_with_files(tiered):
         assert entry["weight"]["mean"] == pytest.approx(np.mean(table.column("weight").to_pylist()))
         assert sum(entry["composition"]["band"].values()) == table.num_rows
         assert entry["composition"]["task"] == {"caption": table.num_rows}
-    assert m["inputs"]["lesson1"]["manifest"]["kind"] == "scores_l1"
+    assert m["inputs"]["lesson1"]["manifest"]["kind"] == "scores" and m["inputs"]["lesson1"]["manifest"]["lesson"] == "l1"
     assert m["inputs"]["lesson2"]["manifest"]["provenance"]["scorer"] == "handmade-l2"
     assert m["inputs"]["lesson2"]["manifest"]["config_hash"] == "scores_l2-handmade"
 
@@ -124,19 +124,19 @@ def test_readers_pandas_duckdb_pyarrow(tiered):
         ).fetchall()
         assert rows == [(k, n) for k, n in enumerate(tiered["manifest"]["tier_sizes"])]
     ds = pds.dataset([str(p) for p in sorted(out.glob("tier=*/*.parquet"))], format="parquet", partitioning="hive", partition_base_dir=str(out))
-    assert ds.to_table(columns=["tier"]).num_rows == tiered["manifest"]["rows"]
+    assert ds.to_table(columns=["tier"]).num_rows == tiered["manifest"]["num_rows"]
 
 
 def test_l1_only_and_l2_only(tiered, tmp_path):
     out, m = run(tiered, tmp_path / "l1", CurriculumConfig(use_l2=False))
     t = pa.concat_tables(all_tiers(out))
-    assert m["rows"] == N_IR - MISSING_L1
+    assert m["num_rows"] == N_IR - MISSING_L1
     assert t.column("composite_rank").to_pylist() == t.column("rank_l1").to_pylist()
     assert set(t.column("weight").to_pylist()) == {1.0}
     assert m["counts"]["rejected_by_reason"] == {"no Lesson 1 score": MISSING_L1}
     out, m = run(tiered, tmp_path / "l2", CurriculumConfig(use_l1=False), scores=("l2",))
     t = pa.concat_tables(all_tiers(out))
-    assert m["rows"] == N_IR - MISSING_L2
+    assert m["num_rows"] == N_IR - MISSING_L2
     assert t.column("composite_rank").to_pylist() == t.column("rank_l2").to_pylist()
     assert t.column("rank_l1").null_count == t.num_rows
     assert len(set(t.column("weight").to_pylist())) > 10

@@ -57,7 +57,7 @@ def test_ray_reads_the_tier_layout(ray_local, tiered):
 
     ds = ray.data.read_parquet(str(tiered["out"]))
     rows = ds.select_columns(["sample_id", "tier"]).take_all()
-    assert len(rows) == tiered["manifest"]["rows"]
+    assert len(rows) == tiered["manifest"]["num_rows"]
     assert {r["tier"] for r in rows} == {0, 1, 2, 3} and all(isinstance(r["tier"], int) for r in rows)
     assert str(ds.schema().types[ds.schema().names.index("tier")]) == "int32"
 

@@ -37,16 +37,23 @@ def _eq5(alpha: np.ndarray) -> np.ndarray:
         return np.where(alpha > 0, 1.0 - sig(alpha / med_pos), 1.0 + sig(-alpha / (med_neg or np.inf)))
 
 
+def score_cli(root) -> int:
+    """`irgpt score ir-text` in process: the CLIP warm-up into l2/warmup, then the passes."""
+    from irgpt.cli import main
+
+    sets = [a for kv in SETTINGS for a in ("--set", kv)]
+    return main(["score", "ir-text", "--data", str(root / "data"), "--out", str(root / "l2"), *sets])
+
+
 @pytest.fixture(scope="module")
 def scored(ray_local, tmp_path_factory):
-    from irgpt.scoring.ir_text import score_ir_text
-
     root = tmp_path_factory.mktemp("ir_text")
     cfg = load_config(overrides=SETTINGS)
     synthesize(cfg.data.synth, root / "data", progress=False)
     log = io.StringIO()
-    with contextlib.redirect_stderr(log):
-        manifest = score_ir_text(cfg, root / "data", root / "l2")
+    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(io.StringIO()):
+        assert score_cli(root) == 0
+    manifest = json.loads((root / "l2" / "manifest.json").read_text())
     return {"root": root, "cfg": cfg, "manifest": manifest, "log": log.getvalue()}
 
 
@@ -82,11 +89,9 @@ def test_eq4_eq5_and_rank_recomputed_from_the_columns(scored):
 
 @pytest.mark.slow
 def test_warmup_is_reused_only_for_the_same_settings_and_data(scored, capsys):
-    from irgpt.scoring.ir_text import score_ir_text
-
-    root, cfg = scored["root"], scored["cfg"]
+    root = scored["root"]
     report = json.loads((root / "l2" / "warmup" / "clip_warmup.json").read_text())
-    score_ir_text(cfg, root / "data", root / "l2")
+    assert score_cli(root) == 0
     out = capsys.readouterr()
     assert "warm-up already done" in out.out + out.err
     after = json.loads((root / "l2" / "warmup" / "clip_warmup.json").read_text())
@@ -95,7 +100,7 @@ def test_warmup_is_reused_only_for_the_same_settings_and_data(scored, capsys):
     synthesize(load_config(overrides=SETTINGS).data.synth, root / "data", progress=False, overwrite=True)
     for scratch in ("_before", "_after"):  # the passes refuse new data without --force; the warm-up is kept
         shutil.rmtree(root / "l2" / scratch)
-    score_ir_text(cfg, root / "data", root / "l2")
+    assert score_cli(root) == 0
     out = capsys.readouterr()
     assert "made from other settings or data: redone" in out.out + out.err
     redone = json.loads((root / "l2" / "warmup" / "clip_warmup.json").read_text())

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from irgpt.config import ActorPoolConfig
-from irgpt.data.io import read_rejects, shard_paths, write_table
+from irgpt.data.io import read_part, read_rejects, shard_paths, write_table
 from irgpt.errors import CommandError
 from irgpt.models.chunks import fixed_chunks
 from irgpt.scoring.base import Scorer
-from irgpt.scoring.pipeline import plan_parts, read_part, read_scores, run_pass
+from irgpt.scoring.pipeline import plan_parts, read_scores, run_pass
 
 
 class ByteScorer(Scorer):

@@ -28,7 +28,8 @@ IR = ["nir", "swir", "mwir", "lwir"]
 
 def _write(directory: Path, table: pa.Table, kind: str) -> None:
     write_table(directory / shard_name(0), table)
-    write_manifest(directory, base_manifest(kind, rows=table.num_rows, config_hash=f"{kind}-test",
+    write_manifest(directory, base_manifest("scores", lesson=kind[-2:], num_rows=table.num_rows, rejected=0,
+                                            columns=table.column_names, config_hash=f"{kind}-test",
                                             provenance={"scorer": f"test-{kind}"}, seed=0))
 
 
