@@ -150,10 +150,12 @@ class ModelManifest(Contract):
 @dataclass(frozen=True, kw_only=True)
 class EvalManifest(Contract):
     FILE: ClassVar[str] = "metrics.json"
-    n: int
-    psum: float | None = None
-    nsum: float | None = None
-    tasks: dict = field(default_factory=dict)
+    psum: float | None
+    nsum: float | None
+    tasks: dict
+    """Per task: `score`, `n`, `parse_rate`, ... (`irgpt.eval.score`)."""
+    n: int | None = None
+    """Rows evaluated (`irgpt eval run`; `irgpt eval score` reports per task only)."""
 
 
 BY_KIND: dict[str, type[Contract]] = {c.KIND: c for c in (DatasetManifest, ScoresManifest, TiersManifest)}

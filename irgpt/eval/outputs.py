@@ -81,6 +81,9 @@ def write_outputs(out_dir: Path, rows: Sequence, answers: dict[str, str], report
 
     lines = [json.dumps({"id": r.id, "task": r.task, "answer": answers.get(r.id, ""), "label": r.answer,
                          "question": r.question}, ensure_ascii=False) for r in rows]
+    from irgpt.data import contracts
+
+    contracts.parse(contracts.EvalManifest, report, f"{out_dir / METRICS_FILE} (being written)")
     try:
         atomic_write_bytes(out_dir / PREDICTIONS_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
         write_json(out_dir / METRICS_FILE, report)

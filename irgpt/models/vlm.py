@@ -94,11 +94,17 @@ class VLMInputSpec:
         return cls(**data)
 
     def save(self, directory: str | Path) -> None:
+        from irgpt.data import contracts
+
+        contracts.parse(contracts.ModelManifest, self.to_dict(), f"{Path(directory, SPEC_FILE)} (being written)")
         Path(directory, SPEC_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> VLMInputSpec:
-        return cls.from_dict(json.loads(Path(directory, SPEC_FILE).read_text()))
+        """The spec of a model directory, checked against its contract (`irgpt.data.contracts`)."""
+        from irgpt.data import contracts
+
+        return cls.from_dict(contracts.read(contracts.ModelManifest, directory).raw)
 
 
 @dataclass

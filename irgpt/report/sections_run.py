@@ -110,10 +110,16 @@ def _summary_table(path) -> str:
 # 7. Benchmark ----------------------------------------------------------------
 
 def benchmark(ctx: Context) -> str:
+    from irgpt.data import contracts
     from irgpt.data.io import atomic_write_bytes
+    from irgpt.errors import CommandError
 
     path = ctx.path("eval", "metrics.json")
     metrics = read_json(path)
+    try:
+        contracts.parse(contracts.EvalManifest, metrics, str(path))
+    except CommandError as exc:
+        raise Corrupt(path, str(exc)) from None
     md_path = ctx.out_dir / "benchmark.md"
     atomic_write_bytes(md_path, B.markdown(metrics).encode("utf-8"))
     sums = {i + 1 for i, c in enumerate(B.COLUMNS) if c in ("psum", "nsum")}

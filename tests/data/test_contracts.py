@@ -64,3 +64,16 @@ def test_every_writer_in_a_pipeline_run_meets_its_contract(tmp_path):
     tiers = contracts.read(contracts.TiersManifest, tmp_path / "tiers")
     assert tiers.num_tiers == 2 and sum(tiers.tier_sizes) == tiers.num_rows == 20
     assert tiers.curriculum["m"] == 2
+
+
+def test_model_spec_and_eval_metrics_are_checked(tmp_path):
+    from irgpt.models.vlm import SPEC_FILE, VLMInputSpec
+
+    (tmp_path / SPEC_FILE).write_text(json.dumps({"family": "llava", "num_image_tokens": 4, "image_token": "<image>"}))
+    with pytest.raises(CommandError, match=rf"{SPEC_FILE}: field 'image_size' is missing"):
+        VLMInputSpec.load(tmp_path)
+    from irgpt.eval.outputs import write_outputs
+
+    with pytest.raises(CommandError, match=r"metrics.json \(being written\): field 'psum' must be float \| None"):
+        write_outputs(tmp_path, [], {}, {"psum": "high", "nsum": None, "tasks": {}})
+    assert not (tmp_path / "metrics.json").exists()
