@@ -50,24 +50,20 @@ def accuracy_pct(correct: Sequence[bool]) -> float | None:
 
 
 def iou_matrix(gt: Sequence[Box], pred: Sequence[Box]) -> np.ndarray:
-    """IoU of every (gt, pred) pair, shape (len(gt), len(pred)).
+    """IoU of every (gt, pred) pair, shape (len(gt), len(pred)) (`torchvision.ops.box_iou`).
 
-    A box with x2 <= x1 or y2 <= y1 has zero area and overlaps nothing.
+    A box with x2 <= x1 or y2 <= y1 has zero area and overlaps nothing (IoU 0,
+    where torchvision would give NaN or count an inverted box's area).
     """
+    import torch
+    from torchvision.ops import box_iou as tv_box_iou
+
     g = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
     p = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(
-        np.minimum(g[:, None, 2], p[None, :, 2]) - np.maximum(g[:, None, 0], p[None, :, 0]), 0, None
-    )
-    iy = np.clip(
-        np.minimum(g[:, None, 3], p[None, :, 3]) - np.maximum(g[:, None, 1], p[None, :, 1]), 0, None
-    )
-    inter = ix * iy
-    area_g = np.clip(g[:, 2] - g[:, 0], 0, None) * np.clip(g[:, 3] - g[:, 1], 0, None)
-    area_p = np.clip(p[:, 2] - p[:, 0], 0, None) * np.clip(p[:, 3] - p[:, 1], 0, None)
-    union = area_g[:, None] + area_p[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    iou = tv_box_iou(torch.from_numpy(g), torch.from_numpy(p)).numpy()
+    valid_g = (g[:, 2] > g[:, 0]) & (g[:, 3] > g[:, 1])
+    valid_p = (p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])
+    return np.where(valid_g[:, None] & valid_p[None, :], np.nan_to_num(iou, nan=0.0), 0.0)
 
 
 def box_iou(a: Box, b: Box) -> float:

@@ -1,17 +1,21 @@
-"""HTML building blocks for the run report: escaping, tables, notes, the page.
+"""HTML building blocks for the run report: tables, notes, sections, the page.
 
-Everything that reaches the page from a file goes through `esc` (or a helper
-that calls it); the page is one self-contained file: inline CSS, images as
-`data:image/png;base64,` URIs, no scripts, fonts or external links.
+Each block is a small Jinja2 template rendered with autoescaping, so every
+value that reaches the page from a file is escaped unless a helper is told it
+is trusted HTML already (`raw=True`, or the `*_html` arguments, which take the
+output of other blocks). The page is one self-contained file: inline CSS,
+images as `data:image/png;base64,` URIs, no scripts, fonts or external links.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from jinja2 import Environment
+from markupsafe import Markup, escape
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -54,9 +58,35 @@ details { margin: 8px 0; } summary { cursor: pointer; font-weight: 600; }
 """
 
 
+_ENV = Environment(autoescape=True, keep_trailing_newline=True)
+_T = {name: _ENV.from_string(text) for name, text in {
+    "table": "<table><thead><tr>{% for h, c in head %}<th{{ c }}>{{ h }}</th>{% endfor %}</tr></thead><tbody>"
+             "{% for rc, cells in body %}<tr{{ rc }}>{% for c, v in cells %}<td{{ c }}>{{ v }}</td>{% endfor %}"
+             "</tr>{% endfor %}</tbody></table>",
+    "kv": '<table class="kv"><tbody>{% for k, v in pairs %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>'
+          "{% endfor %}</tbody></table>",
+    "counts": "<div><h3>{{ title }}</h3>{{ table }}</div>",
+    "note": '<div class="note {{ kind }}">{{ text }}</div>',
+    "badge": '<span class="badge {{ kind }}">{{ status }}</span>',
+    "details": "<details{{ \" open\" if open_ else \"\" }}><summary>{{ summary }}</summary>{{ body }}</details>",
+    "pre": "<pre>{{ text }}</pre>",
+    "img": '<img class="plot" alt="{{ alt }}" src="data:image/png;base64,{{ data }}">',
+    "section": '<section id="{{ anchor }}"><h2>{{ title }}</h2>{{ body }}</section>',
+    "scroll": '<div class="scroll">{{ body }}</div>',
+    "page": '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>'
+            "<style>{{ css }}</style></head><body><main><h1>{{ title }}</h1><nav>"
+            '{% for a, t in nav %}<a href="#{{ a }}">{{ t }}</a>{% endfor %}</nav>'
+            '{% for s in sections %}{{ s }}{% endfor %}<p class="muted">{{ footer }}</p></main></body></html>\n',
+}.items()}
+
+
+def _render(name: str, **values) -> str:
+    return str(_T[name].render(**values))
+
+
 def esc(value) -> str:
     """Text for HTML (quotes too, so it is safe in attributes)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    return str(escape("" if value is None else str(value)))
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -98,34 +128,30 @@ def _is_num(value) -> bool:
 def table(headers: Sequence[str], rows: Iterable[Sequence], *, num_cols: Iterable[int] = (),
           row_classes: Sequence[str] | None = None, col_classes: dict[int, str] | None = None,
           raw: bool = False) -> str:
-    """An HTML table; cells are escaped (`raw=True`: cells are trusted HTML already).
+    """An HTML table; cells are escaped (`raw=True`: string cells are trusted HTML already).
 
     Numeric cells are right-aligned; `num_cols` forces that for other columns.
     """
     num_cols = set(num_cols)
     col_classes = col_classes or {}
 
-    def cls(j: int, value=None) -> str:
+    def cls(j: int, value=None) -> Markup:
         names = [col_classes[j]] if j in col_classes else []
         if j in num_cols or _is_num(value):
             names.append("num")
-        return f' class="{" ".join(names)}"' if names else ""
+        return Markup(' class="{}"').format(" ".join(names)) if names else Markup("")
 
-    head = "".join(f"<th{cls(j)}>{esc(h)}</th>" for j, h in enumerate(headers))
+    head = [(h, cls(j)) for j, h in enumerate(headers)]
     body = []
     for i, row in enumerate(rows):
-        rc = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        cells = "".join(
-            f"<td{cls(j, v)}>{v if raw and isinstance(v, str) else esc(fmt(v))}</td>" for j, v in enumerate(row)
-        )
-        body.append(f"<tr{rc}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        rc = Markup(' class="{}"').format(row_classes[i]) if row_classes and row_classes[i] else Markup("")
+        body.append((rc, [(cls(j, v), Markup(v) if raw and isinstance(v, str) else fmt(v)) for j, v in enumerate(row)]))
+    return _render("table", head=head, body=body)
 
 
 def kv_table(pairs: Iterable[tuple[str, object]]) -> str:
     """A two-column key / value table."""
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(fmt(v))}</td></tr>" for k, v in pairs)
-    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+    return _render("kv", pairs=[(k, fmt(v)) for k, v in pairs])
 
 
 def counts_table(title: str, counts: dict, total_label: str = "total") -> str:
@@ -134,48 +160,41 @@ def counts_table(title: str, counts: dict, total_label: str = "total") -> str:
     total = sum(v for _, v in items) or 0
     rows = [(k, v, f"{100.0 * v / total:.1f}%" if total else "–") for k, v in items]
     rows.append((total_label, total, "100%" if total else "–"))
-    return f"<div><h3>{esc(title)}</h3>{table([title, 'rows', 'share'], rows, num_cols=(1, 2))}</div>"
+    return _render("counts", title=title, table=Markup(table([title, "rows", "share"], rows, num_cols=(1, 2))))
 
 
 def note(text: str, kind: str = "info", *, raw: bool = False) -> str:
-    """A boxed note; kind = info | notrun | error | warn."""
-    return f'<div class="note {esc(kind)}">{text if raw else esc(text)}</div>'
+    """A boxed note; kind = info | notrun | error | warn (`raw=True`: `text` is trusted HTML)."""
+    return _render("note", kind=kind, text=Markup(text) if raw else text)
 
 
 def badge(status) -> str:
     s = str(status)
-    kind = s if s in ("done", "skipped", "failed") else "other"
-    return f'<span class="badge {kind}">{esc(s)}</span>'
+    return _render("badge", kind=s if s in ("done", "skipped", "failed") else "other", status=s)
 
 
 def details(summary: str, body_html: str, open_: bool = False) -> str:
-    return f"<details{' open' if open_ else ''}><summary>{esc(summary)}</summary>{body_html}</details>"
+    return _render("details", summary=summary, body=Markup(body_html), open_=open_)
 
 
 def pre(text: str) -> str:
-    return f"<pre>{esc(text)}</pre>"
+    return _render("pre", text=text)
 
 
 def img(png: Path, alt: str) -> str:
     """An <img> holding the PNG itself (base64 data URI)."""
-    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-    return f'<img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+    return _render("img", alt=alt, data=base64.b64encode(Path(png).read_bytes()).decode("ascii"))
 
 
 def section(anchor: str, title: str, body_html: str) -> str:
-    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body_html}</section>'
+    return _render("section", anchor=anchor, title=title, body=Markup(body_html))
 
 
 def scroll(body_html: str) -> str:
     """Wide content (tables with many columns) in a horizontally scrolling box."""
-    return f'<div class="scroll">{body_html}</div>'
+    return _render("scroll", body=Markup(body_html))
 
 
 def page(title: str, nav: Sequence[tuple[str, str]], sections: Sequence[str], footer: str = "") -> str:
-    links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in nav)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
-        f"<h1>{esc(title)}</h1><nav>{links}</nav>{''.join(sections)}"
-        f'<p class="muted">{esc(footer)}</p></main></body></html>\n'
-    )
+    return _render("page", title=title, css=Markup(CSS), nav=list(nav), sections=[Markup(x) for x in sections],
+                   footer=footer)

@@ -193,24 +193,17 @@ class PoolLoss:
 
 # ----------------------------------------------------------- evaluation ----
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve of `scores` for the positive `labels` (Mann-Whitney U).
+    """Area under the ROC curve of `scores` for the positive `labels`: the Mann-Whitney U
+    of the positives against the negatives over n_pos x n_neg (`scipy.stats.mannwhitneyu`).
 
     = P(score of a random positive > score of a random negative), ties
-    counting one half (average ranks). NaN when either class is empty.
+    counting one half. NaN when either class is empty.
     """
+    from scipy.stats import mannwhitneyu
+
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(len(s), dtype=np.float64)
-    # average ranks (1-based) over runs of equal scores
-    bounds = np.flatnonzero(np.diff(sorted_s)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(s)]])
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + 1 + b) / 2.0
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(mannwhitneyu(s[y], s[~y], alternative="two-sided").statistic) / (n_pos * n_neg)

@@ -12,8 +12,12 @@ estimated from a built-in description of that architecture.
 
 Memory model per GPU (weights and optimizer only; activations, buffers and
 the CUDA context are NOT included):
-    bf16 mixed precision: params 2 B each (frozen ones too), grads 2 B and
-        optimizer state 12 B (fp32 master copy + Adam m and v) per TRAINABLE param;
+    bf16 mixed precision: params 2 B each (frozen ones too), grads 6 B (bf16
+        grads + their fp32 accumulation) and optimizer state 12 B (fp32 master
+        copy + Adam m and v) per TRAINABLE param: DeepSpeed's own accounting
+        (`estimate_zero2_model_states_mem_needs`), which this model equals when
+        every parameter trains (ZeRO-1/2, checked in `memory_estimate` and the tests)
+        and extends to frozen parameters;
     fp32: params 4 B, grads 4 B, optimizer 8 B (m, v) per trainable param.
     ZeRO-1 divides the optimizer state by the world size, ZeRO-2 also the
     grads, ZeRO-3 also the params. Stage 2 trains LoRA (r x (in + out) per
@@ -119,13 +123,23 @@ def count_parameters(config, lora_cfg: LoraConfig, trust_remote_code: bool = Fal
 
 
 def memory_estimate(n_params: int, n_trainable: int, zero_stage: int, world_size: int, precision: str) -> dict:
-    """Bytes per GPU for params, grads and optimizer state (module doc), in GiB."""
-    p_bytes, g_bytes, o_bytes = (2, 2, 12) if precision == "bf16" else (4, 4, 8)
+    """Bytes per GPU for params, grads and optimizer state (module doc), in GiB.
+
+    Where DeepSpeed's own estimator fits (every parameter trains, ZeRO-2, bf16)
+    its figure is returned too (`deepspeed_gib`) and must agree with ours.
+    """
+    p_bytes, g_bytes, o_bytes = (2, 6, 12) if precision == "bf16" else (4, 4, 8)
     params = n_params * p_bytes / (world_size if zero_stage >= 3 else 1)
     grads = n_trainable * g_bytes / (world_size if zero_stage >= 2 else 1)
     optim = n_trainable * o_bytes / (world_size if zero_stage >= 1 else 1)
-    return {"params_gib": params / GIB, "grads_gib": grads / GIB, "optimizer_gib": optim / GIB,
-            "total_gib": (params + grads + optim) / GIB}
+    out = {"params_gib": params / GIB, "grads_gib": grads / GIB, "optimizer_gib": optim / GIB,
+           "total_gib": (params + grads + optim) / GIB}
+    if n_trainable == n_params and zero_stage == 2 and precision == "bf16":
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+        _cpu, gpu = estimate_zero2_model_states_mem_needs(n_params, num_gpus_per_node=world_size, cpu_offload=False)
+        out["deepspeed_gib"] = gpu / GIB
+    return out
 
 
 def _dataset_sizes(data_dir: str | Path) -> dict | None:

@@ -83,7 +83,7 @@ def test_benchmark_table_columns_numbers_and_markdown(full):
 
 def test_text_from_files_is_escaped(full):
     _, _, page = full
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co" in page  # markupsafe escaping
     assert NAME not in page
 
 
