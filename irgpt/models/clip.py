@@ -1,5 +1,8 @@
 """The Lesson 2 CLIP model: build (random init or a local checkpoint), preprocess, tokenize.
 
+`scoring.lesson2.model` is an open_clip architecture name, or a local Hugging
+Face CLIP directory (`irgpt.models.hf_clip`: same interface, its own weights).
+
 Everything here is offline: `create_clip` never downloads. `pretrained` is
 either None (seeded random init from the architecture config, e.g. the tiny
 `irgpt-tiny-clip` shipped in `irgpt/models/configs/`) or a LOCAL checkpoint
@@ -124,9 +127,18 @@ def create_clip(name: str = TINY_CLIP, pretrained: str | None = None, seed: int 
     """
     import open_clip
 
+    from irgpt.models.hf_clip import create_hf_clip, is_hf_clip_dir
+
+    if is_hf_clip_dir(name):  # a local Hugging Face CLIP directory: its own weights, tokenizer, processor
+        if pretrained is not None:
+            raise CommandError("scoring.lesson2.pretrained must be null when scoring.lesson2.model is a Hugging "
+                               f"Face CLIP directory ({name} holds the weights)")
+        model, tokenizer = create_hf_clip(name, seed)
+        return model, make_preprocess(model), tokenizer
     register_configs()
     if name not in open_clip.list_models():
-        raise CommandError(f"scoring.lesson2.model: unknown open_clip architecture {name!r}")
+        raise CommandError(f"scoring.lesson2.model: {name!r} is neither an open_clip architecture nor a "
+                           "Hugging Face CLIP directory (config.json with model_type clip)")
     path = _check_pretrained(pretrained) if pretrained is not None else None
     with torch.random.fork_rng(devices=[]), _quiet(logging.WARNING if path is None else logging.INFO):
         torch.manual_seed(seed)

@@ -77,18 +77,28 @@ def build_tiny_mae(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75, 
     return model.eval()
 
 
-def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0) -> ViTMAEForPreTraining:
-    """`"tiny"` -> `build_tiny_mae(image_size, seed=seed)`; else a local HF ViTMAE directory.
+def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0):
+    """The Lesson 1 feature extractor `scoring.lesson1.extractor` names, in eval mode:
 
-    Directories are read with `local_files_only=True` (nothing is ever
-    downloaded). A saved model keeps its own image size (`extract_features`
-    resizes to it); `image_size` only applies to `"tiny"`. Returned in eval mode.
+    - `"tiny"`: `build_tiny_mae(image_size, seed=seed)` (random init);
+    - a file: an InfMAE checkpoint (`irgpt.models.infmae.load_infmae`, the
+      release's `checkpoint-N.pth` layout or a bare state dict);
+    - a directory: a Hugging Face ViTMAE (`save_pretrained`), read with
+      `local_files_only=True` (nothing is ever downloaded).
+
+    A saved model keeps its own image size (`extract_features` resizes to it);
+    `image_size` only applies to `"tiny"`.
     """
     if path_or_tiny == TINY:
         return build_tiny_mae(image_size=image_size, seed=seed)
     path = Path(path_or_tiny)
+    if path.is_file():
+        from irgpt.models.infmae import load_infmae
+
+        return load_infmae(path)
     if not (path / "config.json").is_file():
-        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny' and not a model directory (no config.json)")
+        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny', not an InfMAE checkpoint file and "
+                           "not a Hugging Face ViTMAE directory (no config.json)")
     model = ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=True)
     return model.eval()
 
@@ -145,7 +155,13 @@ def identity_noise(batch: int, num_patches: int) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_features(model, images_uint8: np.ndarray, chunk: int = MODEL_CHUNK) -> np.ndarray:
-    """Mean-pooled patch-token features, float32 (n, hidden) (see module doc)."""
+    """Mean-pooled patch-token features, float32 (n, hidden) (see module doc); an InfMAE
+    model takes its own path (`irgpt.models.infmae.extract_features`)."""
+    from irgpt.models.infmae import InfMAE
+    from irgpt.models.infmae import extract_features as infmae_features
+
+    if isinstance(model, InfMAE):
+        return infmae_features(model, images_uint8, chunk)
     a = np.asarray(images_uint8)
     if a.ndim != 3 or a.dtype != np.uint8 or a.shape[0] == 0:
         raise ValueError(f"expected a non-empty uint8 array (n, H, W), got {a.dtype} {a.shape}")

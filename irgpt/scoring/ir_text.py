@@ -171,7 +171,9 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
     l2 = cfg.scoring.lesson2
     data_manifest = read_manifest(data_dir)
-    untrained = l2.pretrained is None
+    from irgpt.models.hf_clip import is_hf_clip_dir
+
+    untrained = l2.pretrained is None and not is_hf_clip_dir(l2.model)  # a HF directory holds its weights
     if untrained:
         warn_untrained("the Lesson 2 CLIP (before its warm-up)", "scoring.lesson2.pretrained", None)
     ensure_ray(cfg.ray)

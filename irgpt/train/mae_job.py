@@ -226,6 +226,10 @@ def fe_train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, epochs: 
         raise CommandError(f"fe_train: epochs and num_workers must be >= 1, got {fe.epochs}, {fe.num_workers}")
     if fe.batch_size % fe.num_workers:
         raise CommandError(f"fe_train.batch_size={fe.batch_size} must be divisible by num_workers={fe.num_workers}")
+    if Path(l1.extractor).is_file():
+        raise CommandError(f"scoring.lesson1.extractor={l1.extractor} is an InfMAE checkpoint: `irgpt fe-train` "
+                           "re-trains the ViTMAE path only so far; score with the checkpoint directly "
+                           "(`irgpt score ir-vis --extractor FILE`)")
     data_dir, out = Path(data_dir).resolve(), Path(out_dir).resolve()
     ids = training_image_ids(data_dir)
     if len(ids) < fe.num_workers:
