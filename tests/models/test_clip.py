@@ -100,5 +100,5 @@ def test_local_pretrained_file_loads_and_missing_file_is_a_clear_error(tiny, tmp
         create_clip(TINY_CLIP, pretrained=str(tmp_path / "missing.pt"))
     with pytest.raises(CommandError, match="not found"):
         create_clip("ViT-B-32", pretrained="openai")  # a download tag is never fetched
-    with pytest.raises(CommandError, match="unknown open_clip architecture"):
+    with pytest.raises(CommandError, match="neither an open_clip architecture nor a Hugging Face CLIP directory"):
         create_clip("no-such-model")
