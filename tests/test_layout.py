@@ -67,7 +67,12 @@ def test_no_module_is_over_the_size_limit():
     assert not long, long
 
 
-@pytest.mark.parametrize("needle", ["../shared", "METHOD.md", "STACK_NOTES", "STYLE.md"])
+# Spelled in pieces, so this file does not match itself (a repository-wide grep finds nothing either).
+OUTSIDE = {"parent-folder": "../" + "shared", "method": "METHOD" + ".md", "stack": "STACK_" + "NOTES",
+           "style": "STYLE" + ".md"}
+
+
+@pytest.mark.parametrize("needle", list(OUTSIDE.values()), ids=list(OUTSIDE))
 def test_the_repository_refers_to_no_file_outside_it(needle):
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode != 0:  # not a git checkout (an sdist): the package and docs still must not
@@ -82,4 +87,4 @@ def test_the_repository_refers_to_no_file_outside_it(needle):
                     hits.append(str(f.relative_to(REPO)))
             except UnicodeDecodeError:
                 continue
-    assert not [h for h in hits if h != "tests/test_layout.py"], hits
+    assert not hits, hits
