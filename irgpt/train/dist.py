@@ -7,6 +7,8 @@ world-size-1 identity, so `world_size = 1` runs the same code path.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 
 import torch
@@ -67,3 +69,18 @@ def print0(message: str, rank: int | None = None) -> None:
     if (rank_world()[0] if rank is None else rank) == 0:
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def without_stdout_lines(*fragments: str):
+    """Hold back stdout lines containing any of `fragments` while the block runs (a
+    library's per-process banner that would repeat once per worker and stage); every
+    other line is written through unchanged when the block ends."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        try:
+            yield
+        finally:
+            kept = [line for line in buffer.getvalue().splitlines(keepends=True)
+                    if not any(f in line for f in fragments)]
+            sys.stdout.write("".join(kept))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from irgpt.config import Config
-from irgpt.train.dist import all_reduce, all_reduce_tensor
+from irgpt.train.dist import all_reduce, all_reduce_tensor, without_stdout_lines
 from irgpt.train.loss import (
     answer_token_counts,
     backward_scale,
@@ -177,9 +177,11 @@ class VlmJob(TrainingJob):
         self.steps_per_epoch = self.iterator.steps_per_epoch // config["grad_accum"]
         self.total_steps = config["total_steps"]
         ds_config = build_ds_config(cfg.train, stage_cfg, cfg.deepspeed, world, self.total_steps, cfg.train.use_gpu)
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
-        )
+        # DeepSpeed prints "... deepspeed_shm_comm_op built successfully" twice per worker and stage.
+        with without_stdout_lines("deepspeed_shm_comm_op built successfully"):
+            self.engine, _, _, _ = deepspeed.initialize(
+                model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
+            )
         self.gas = self.engine.gradient_accumulation_steps()
         self.out_dir = Path(config["out_dir"])
         self.log = MetricsLog(self.out_dir, stage, rank)

@@ -63,3 +63,12 @@ def test_train_resume_refuses_a_run_of_another_config_before_any_work(tmp_path):
     (run / "summary.json").write_text(json.dumps({"training_hash": "00000000"}))
     with pytest.raises(CommandError, match=rf"trained under config 00000000, this config is {training_hash(cfg)}"):
         train(cfg, "2", data, None, run, resume=True)
+
+
+def test_without_stdout_lines_holds_back_only_the_named_banner(capsys):
+    from irgpt.train.dist import without_stdout_lines
+
+    with without_stdout_lines("built successfully"):
+        print("DeepSpeed op built successfully")
+        print("step 1: loss 0.5")
+    assert capsys.readouterr().out == "step 1: loss 0.5\n"
