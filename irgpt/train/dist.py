@@ -77,10 +77,10 @@ def without_stdout_lines(*fragments: str):
     library's per-process banner that would repeat once per worker and stage); every
     other line is written through unchanged when the block ends."""
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        try:
+    try:
+        with contextlib.redirect_stdout(buffer):
             yield
-        finally:
-            kept = [line for line in buffer.getvalue().splitlines(keepends=True)
-                    if not any(f in line for f in fragments)]
-            sys.stdout.write("".join(kept))
+    finally:  # back on the real stdout: write what the block printed, less the banner
+        kept = [line for line in buffer.getvalue().splitlines(keepends=True) if not any(f in line for f in fragments)]
+        sys.stdout.write("".join(kept))
+        sys.stdout.flush()
