@@ -44,15 +44,18 @@ class Stage:
     scratch: tuple[str, ...] = ()
     """Glob patterns under RUN_DIR also removed when the outputs are stale (Ray Train's
     checkpoint folders, named by run and config: `trainer.ray_run_name`)."""
+    atomic: bool = False
+    """The stage swaps its outputs in whole (`io.staged_output` / `io.swap_in`): stale
+    outputs stay in place until the new ones replace them, so a kill loses nothing."""
 
 
 STAGES = [
-    Stage("synth", (), ("data.synth",), ("data",)),
+    Stage("synth", (), ("data.synth",), ("data",), atomic=True),
     Stage("fe_train", ("synth",), ("scoring.lesson1.extractor", "scoring.lesson1.fe_train"), ("fe",)),
     Stage("score_l1", ("synth", "fe_train"), ("scoring.lesson1",), ("scores_l1",)),
     Stage("clip_warmup", ("synth",), ("scoring.lesson2",), ("clip_warmup",)),
     Stage("score_l2", ("synth", "clip_warmup"), ("scoring.lesson2",), ("scores_l2",)),
-    Stage("tier", ("synth", "score_l1", "score_l2"), ("curriculum",), ("tiers",)),
+    Stage("tier", ("synth", "score_l1", "score_l2"), ("curriculum",), ("tiers",), atomic=True),
     Stage("train_stage1", ("synth", "tier"), ("train", "deepspeed", "curriculum"), ("train/stage1",), ("train/ray/*-stage1-*",)),
     Stage("train_stage2", ("synth", "train_stage1"), ("train", "deepspeed"), ("train/stage2",), ("train/ray/*-stage2-*",)),
     Stage("eval", ("synth", "train_stage1", "train_stage2"), ("eval",), ("eval",)),
@@ -142,7 +145,7 @@ class Pipeline:
             return
         stale = self.force or (prev.get("key") not in (None, key))
         if stale:  # outputs of another config (or --force): recompute from scratch
-            for p in outputs + [q for pattern in stage.scratch for q in self.run_dir.glob(pattern)]:
+            for p in ([] if stage.atomic else outputs) + [q for pattern in stage.scratch for q in self.run_dir.glob(pattern)]:
                 if p.exists():
                     shutil.rmtree(p)
         resume = prev.get("key") == key and prev.get("status") in ("failed", "running")
@@ -171,9 +174,7 @@ class Pipeline:
     def _do_synth(self, resume: bool) -> dict:
         from irgpt.data.synth import synthesize
 
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)
-        manifest = synthesize(self.cfg.data.synth, self.data_dir, overwrite=True)  # the run owns its data dir
+        manifest = synthesize(self.cfg.data.synth, self.data_dir, overwrite=True)  # swapped in whole
         return {"num_rows": manifest.get("num_rows"), "composition": manifest.get("composition")}
 
     def _do_fe_train(self, resume: bool) -> dict:

@@ -15,19 +15,20 @@ import sys
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, unit: str = "it", *, enabled: bool = True):
+    def __init__(self, total: int, desc: str, unit: str = "it", *, enabled: bool = True, file=None):
         self.enabled = enabled
+        self.file = sys.stderr if file is None else file
         self.bar = None
-        if enabled and sys.stderr.isatty():
+        if enabled and getattr(self.file, "isatty", lambda: False)():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.file, dynamic_ncols=True, leave=True)
 
     def update(self, n: int = 1, line: str | None = None) -> None:
         if self.bar is not None:
             self.bar.update(n)
         elif self.enabled and line:
-            print(line, file=sys.stderr, flush=True)
+            print(line, file=self.file, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -265,8 +265,8 @@ class _ImportState:
 
     def __init__(self, out_dir: Path, cfg: ImportConfig, shard_rows: int, workers: int, log, total: int):
         self.out_dir, self.cfg, self.shard_rows, self.log = out_dir, cfg, shard_rows, log
-        # a bar on a terminal (stderr); otherwise one line per batch into `log`
-        self.bar = Progress(total, "import", "record", enabled=log is sys.stderr and sys.stderr.isatty())
+        # a bar when `log` is a terminal; otherwise one line per batch into `log`
+        self.bar, self.shown = Progress(total, "import", "record", file=log), 0
         # spawn, not fork: safe inside a threaded caller (a Ray driver); same choice as synth
         ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else None
@@ -308,11 +308,9 @@ class _ImportState:
             results = [_check_image(p, self.cfg) for p in paths]
         for pending, result in zip(self.batch, results):
             self._finalise(pending, result)
-        if self.bar.bar is not None:
-            self.bar.update(self.read - self.bar.bar.n)
-        else:
-            print(f"import: {self.read} records read, {self.written} written, {len(self.rejects)} rejected",
-                  file=self.log, flush=True)
+        self.bar.update(self.read - self.shown,
+                        f"import: {self.read} records read, {self.written} written, {len(self.rejects)} rejected")
+        self.shown = self.read
         self.batch = []
 
     def _problem(self, p: _Pending, img: PreparedImage) -> str | None:

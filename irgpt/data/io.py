@@ -129,7 +129,7 @@ def _pid_alive(pid: str) -> bool:
 
 
 @contextmanager
-def staged_output(out: str | Path, *, overwrite: bool, flag: str = "--overwrite"):
+def staged_output(out: str | Path, *, overwrite: bool):
     """Write a whole dataset into a sibling staging directory, then swap it in.
 
         with staged_output(out, overwrite=args.overwrite) as stage:
@@ -152,7 +152,7 @@ def staged_output(out: str | Path, *, overwrite: bool, flag: str = "--overwrite"
     if found and not overwrite:
         what = ("a dataset" if found == "dataset" else
                 "an incomplete dataset (shards without a manifest: an interrupted write of an older version)")
-        raise CommandError(f"{out}: already holds {what}; pass {flag} to replace it")
+        raise CommandError(f"{out}: already holds {what}; pass --overwrite to replace it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

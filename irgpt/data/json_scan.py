@@ -70,8 +70,21 @@ class _Value:
     error: str | None = None
 
 
-def _column(text: str, pos: int) -> int:
-    return pos - (text.rfind("\n", 0, pos) + 1)
+class _Locator:
+    """Line, column and byte offset of positions in one text, counted on from the last
+    position asked for, so a file with many broken records is still read in linear time."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line, self.byte = text, 0, 1, 0
+
+    def at(self, pos: int) -> tuple[int, int, int]:
+        if pos < self.pos:  # rare (an error found past the next record start): count from the top
+            self.pos, self.line, self.byte = 0, 1, 0
+        chunk = self.text[self.pos : pos]
+        self.line += chunk.count("\n")
+        self.byte += len(chunk.encode("utf-8", "surrogateescape"))
+        self.pos = pos
+        return self.line, pos - (self.text.rfind("\n", 0, pos) + 1) + 1, self.byte
 
 
 def _resync(text: str, start: int, column: int | None, decoder: json.JSONDecoder) -> int:
@@ -95,7 +108,7 @@ def _resync(text: str, start: int, column: int | None, decoder: json.JSONDecoder
     return len(text)
 
 
-def _scan_values(text: str) -> list[_Value]:
+def _scan_values(text: str, array_file: bool) -> list[_Value]:
     """Every record-level value of a JSON text, damage confined to the value it hits.
 
     Accepts a JSON array (its elements; several arrays back to back too) or
@@ -105,9 +118,9 @@ def _scan_values(text: str) -> list[_Value]:
     byte offset), and reading resumes at the next record start (`_resync`).
     """
     decoder = json.JSONDecoder()
+    locate = _Locator(text)
     out: list[_Value] = []
     pos = _WS.match(text, 0).end()
-    array_file = text.startswith("[", pos)
     depth, column = 0, None
     while pos < len(text):
         char = text[pos]
@@ -125,18 +138,17 @@ def _scan_values(text: str) -> list[_Value]:
         except _PARSE_ERRORS as exc:
             where = exc.pos if isinstance(exc, json.JSONDecodeError) else pos
             nxt = _resync(text, pos, column, decoder)
-            line, col = _line_col(text, where)
-            byte = len(text[:where].encode("utf-8", "surrogateescape"))
+            line, col, byte = locate.at(where)
             reason = f"invalid JSON: {_json_problem(exc)} at line {line} column {col} (byte {byte})"
             if nxt < len(text):
-                reason += f"; reading resumed at line {_line_col(text, nxt)[0]}"
+                reason += f"; reading resumed at line {locate.at(nxt)[0]}"
             else:
                 reason += "; no record start found after it, the rest of the file is skipped"
             out.append(_Value(pos, nxt, error=reason))
             pos = nxt
             continue
         if column is None:
-            column = _column(text, pos)
+            column = _line_col(text, pos)[1] - 1
         out.append(_Value(pos, end, value))
         pos = _WS.match(text, end).end()
     return out
@@ -194,9 +206,9 @@ def _records(name: str, values: list[_Value], positions: list[int]) -> list[Reco
     return [Record(name, n, v.value, v.error) for n, v in zip(positions, values)]
 
 
-def _values_to_records(path: Path, text: str, values: list[_Value]) -> tuple[str, list[Record]]:
+def _values_to_records(path: Path, text: str, values: list[_Value], array_file: bool) -> tuple[str, list[Record]]:
     name = str(path)
-    if text.lstrip().startswith("["):  # arrays: elements numbered across all arrays
+    if array_file:  # arrays: elements numbered across all arrays
         return "array", _records(name, values, list(range(len(values))))
     spans = _line_spans(text, values)
     one_per_line = all(a == b for (a, b), v in zip(spans, values) if v.error is None)
@@ -226,18 +238,14 @@ def parse_file(path: Path, data: bytes) -> tuple[str, list[Record], list]:
         raise CommandError(
             f"{path}: not JSON records: expected '[' or '{{' at line {line} column {col}, found {shown!r}"
         )
-    text = data.decode("utf-8", "surrogateescape")
-    values = _scan_values(text)
-    damaged = any(v.error for v in values)
-    if first == b"{" and (damaged or not _is_utf8(data)) and _looks_line_delimited(data):
-        return "jsonl", _jsonl_records(path, data), []
-    layout, records = _values_to_records(path, text, values)
-    return layout, records, [v.value for v in values if v.error is None]
-
-
-def _is_utf8(data: bytes) -> bool:
     try:
-        data.decode("utf-8")
+        text, utf8 = data.decode("utf-8"), True
     except UnicodeDecodeError:
-        return False
-    return True
+        text, utf8 = data.decode("utf-8", "surrogateescape"), False
+    array_file = first == b"["
+    values = _scan_values(text, array_file)
+    damaged = any(v.error for v in values)
+    if not array_file and (damaged or not utf8) and _looks_line_delimited(data):
+        return "jsonl", _jsonl_records(path, data), []
+    layout, records = _values_to_records(path, text, values, array_file)
+    return layout, records, [v.value for v in values if v.error is None]

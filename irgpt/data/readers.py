@@ -99,7 +99,7 @@ def iter_annotation_files(
     """
     path = Path(path)
     layout, records, values = parse_file(path, _read_bytes(path))
-    if not _is_meta(values):
+    if layout == "array" or not _is_meta(values):  # a meta file is one object, never an array element
         yield AnnotationFile(path, layout, records)
         return
     for name, entry in values[0].items():

@@ -42,6 +42,7 @@ import torch.nn as nn
 
 from irgpt.errors import CommandError
 from irgpt.models.chunks import MODEL_CHUNK, fixed_chunks
+from irgpt.models.mae import to_pixel_values
 
 PIXEL_MEAN = 0.425
 PIXEL_STD = 0.200
@@ -203,7 +204,6 @@ class InfMAE(nn.Module):
         self.patch_embed4 = nn.Linear(e2, e2)
         self.stage1_output_decode = nn.Conv2d(e0, e2, p1 * p2, stride=p1 * p2)
         self.stage2_output_decode = nn.Conv2d(e1, e2, p2, stride=p2)
-        n = c.grid * c.grid
         self.pos_embed = nn.Parameter(sincos_pos_embed(e2, c.grid).unsqueeze(0), requires_grad=False)
         self.blocks1 = nn.ModuleList(_ConvBlock(e0, c.mlp_ratio[0]) for _ in range(c.depth[0]))
         self.blocks2 = nn.ModuleList(_ConvBlock(e1, c.mlp_ratio[1]) for _ in range(c.depth[1]))
@@ -217,9 +217,9 @@ class InfMAE(nn.Module):
                                             for _ in range(c.decoder_depth))
         self.decoder_norm = nn.LayerNorm(d, eps=1e-6)
         self.decoder_pred = nn.Linear(d, c.total_patch ** 2 * c.in_chans)
-        self._init_weights(n)
+        self._init_weights()
 
-    def _init_weights(self, n: int) -> None:
+    def _init_weights(self) -> None:
         """The release's initialisation: xavier-uniform linears, zero biases, unit norms."""
         w = self.patch_embed3.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
@@ -252,7 +252,7 @@ class InfMAE(nn.Module):
             x = blk(x)
         return self.norm(x + s1 + s2)
 
-    # ---- masked pre-training (`irgpt fe-train` with an InfMAE extractor) ----
+    # ---- masked pre-training (the release's objective; not yet wired to `irgpt fe-train`) ----
     def masking(self, x: torch.Tensor, noise: torch.Tensor | None = None):
         """(kept positions in the shuffled order, ids_shuffle, ids_restore, mask (N, L): 1 = removed)."""
         n, length = x.shape[0], self.config.grid ** 2
@@ -383,21 +383,7 @@ def save_infmae(model: InfMAE, path: str | Path, *, epoch: int = 0, optimizer: d
     torch.save({"model": model.state_dict(), "optimizer": optimizer, "epoch": epoch, "args": args}, path)
 
 
-def is_infmae_checkpoint(path: str | Path) -> bool:
-    """A file (not a Hugging Face directory): what `load_extractor` treats as InfMAE."""
-    return Path(path).is_file()
-
-
 # -------------------------------------------------------------- features ----
-def to_pixel_values(images_uint8: np.ndarray, size: int, in_chans: int = 3) -> torch.Tensor:
-    """uint8 (n, H, W) grey -> normalised float32 (n, in_chans, size, size)."""
-    from irgpt.models.mae import resize_images
-
-    a = resize_images(np.asarray(images_uint8), size)
-    x = torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).div_(255.0)
-    return x.sub_(PIXEL_MEAN).div_(PIXEL_STD).unsqueeze(1).expand(-1, in_chans, -1, -1).contiguous()
-
-
 @torch.no_grad()
 def extract_features(model: InfMAE, images_uint8: np.ndarray, chunk: int = MODEL_CHUNK) -> np.ndarray:
     """Mean over tokens of the final-norm encoder tokens, float32 (n, e2), batch-invariant."""
@@ -407,7 +393,8 @@ def extract_features(model: InfMAE, images_uint8: np.ndarray, chunk: int = MODEL
     was_training = model.training
     model.eval()
     try:
-        pixels = to_pixel_values(a, model.config.img_size, model.config.in_chans)
+        pixels = to_pixel_values(a, model.config.img_size, mean=PIXEL_MEAN, std=PIXEL_STD,
+                                 channels=model.config.in_chans)
         feats = fixed_chunks(lambda piece: model.encode(piece).mean(dim=1), pixels, chunk)
     finally:
         model.train(was_training)

@@ -141,11 +141,14 @@ def resize_images(images_uint8: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(im, mode="L").resize((size, size), RESIZE_FILTER)) for im in a])
 
 
-def to_pixel_values(images_uint8: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (n, H, W) -> normalised float32 (n, 1, size, size) (shared with fe-train)."""
+def to_pixel_values(images_uint8: np.ndarray, size: int, *, mean: float = PIXEL_MEAN, std: float = PIXEL_STD,
+                    channels: int = 1) -> torch.Tensor:
+    """uint8 (n, H, W) grey -> normalised float32 (n, channels, size, size), the grey plane
+    repeated over the channels (shared with fe-train and the InfMAE path)."""
     a = resize_images(images_uint8, size)
     x = torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).div_(255.0)
-    return x.sub_(PIXEL_MEAN).div_(PIXEL_STD).unsqueeze(1)
+    x = x.sub_(mean).div_(std).unsqueeze(1)
+    return x if channels == 1 else x.expand(-1, channels, -1, -1).contiguous()
 
 
 def identity_noise(batch: int, num_patches: int) -> torch.Tensor:

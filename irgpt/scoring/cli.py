@@ -60,10 +60,10 @@ def _run_ir_text(args: argparse.Namespace) -> int:
     from irgpt.train.clip_job import ensure_clip_warmup
 
     cfg = load_config(args.config, args.set)
+    data = cfg.input_data(args.data)  # before --force deletes anything
     out = Path(args.out)
     if args.force and out.exists():
         shutil.rmtree(out)  # the warm-up in OUT/warmup too
-    data = cfg.input_data(args.data)
     warmup = args.warmup or ensure_clip_warmup(cfg, data, out / "warmup")
     manifest = score_ir_text(cfg, data, out, warmup=warmup)
     print(json.dumps({"out": args.out, "rows": manifest["num_rows"], "rejected": manifest["rejected"],

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -161,7 +160,7 @@ def _pool_rows(data_dir: Path, k: int, seed: int, context_length: int) -> dict:
 
 
 def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
-                  warmup: str | Path, force: bool = False) -> dict:
+                  warmup: str | Path) -> dict:
     """Score every infrared caption pair of `data_dir` with the CLIP before and after
     the warm-up checkpoint `warmup` (`irgpt.train.clip_job.ensure_clip_warmup`, which
     `irgpt score ir-text` and the pipeline's `clip_warmup` stage run); returns the manifest."""
@@ -176,9 +175,10 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     untrained = l2.pretrained is None and not is_hf_clip_dir(l2.model)  # a HF directory holds its weights
     if untrained:
         warn_untrained("the Lesson 2 CLIP (before its warm-up)", "scoring.lesson2.pretrained", None)
+    if not Path(warmup).is_file():  # before any pass runs
+        raise CommandError(f"warm-up checkpoint not found: {warmup}")
+    warmup = str(Path(warmup).resolve())  # actors run in another directory
     ensure_ray(cfg.ray)
-    if force and out_dir.exists():
-        shutil.rmtree(out_dir)
     pool = _pool_rows(data_dir, l2.pool_size, l2.seed, l2.context_length)
     data_key = {"dir": str(data_dir.resolve()), "config_hash": data_manifest.get("config_hash"),
                 "created": data_manifest.get("created_unix")}
@@ -189,8 +189,6 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     run_pass(name="score_l2:before", input_dir=data_dir, out_dir=out_dir / "_before", scorer_factory=LossScorer,
              scorer_kwargs={**common, "checkpoint": None}, pool=l2.pool, key=key, columns=list(INPUT_COLUMNS))
 
-    if not Path(warmup).is_file():
-        raise CommandError(f"warm-up checkpoint not found: {warmup}")
     from irgpt.models.clip import load_clip, weights_hash
 
     warm_hash = weights_hash(load_clip(l2.model, warmup)[0])

@@ -49,14 +49,14 @@ import numpy as np
 import torch
 
 from irgpt.errors import CommandError
-from irgpt.train.skeleton import TrainingJob
+from irgpt.train.skeleton import TrainingJob, read_state
 
 WARMUP_FRACTION = 0.1
 """Linear lr warm-up over this fraction of all steps, then cosine to 0."""
 ADAM_BETAS = (0.9, 0.98)
 ADAM_EPS = 1e-6
 MAX_LOGIT_SCALE = math.log(100.0)
-READ_COLUMNS = ["sample_id", "band", "task", "split"]
+READ_COLUMNS = ["band", "task", "split"]
 PAIR_COLUMNS = ["sample_id", "image", "image_path", "conversations"]
 CHECKPOINT_FILE = "state.pt"
 OUT_MODEL = "clip_warmup.pt"
@@ -76,7 +76,7 @@ def plan_rows(data_dir: str | Path) -> list[dict]:
         raise CommandError(f"{data_dir}: no part-*.parquet shards")
     plan = []
     for path in paths:
-        t = pq.read_table(path, columns=READ_COLUMNS[1:]).to_pydict()
+        t = pq.read_table(path, columns=READ_COLUMNS).to_pydict()
         rows = [i for i, (b, k, s) in enumerate(zip(t["band"], t["task"], t["split"])) if s == "train" and is_ir_caption(b, k)]
         if rows:
             plan.append({"file": str(path.resolve()), "rows": rows})
@@ -260,6 +260,7 @@ def _loop_config(cfg, plan: list[dict], init_checkpoint: str | None) -> dict:
         "model": l2.model, "pretrained": l2.pretrained, "seed": l2.seed, "init_checkpoint": init_checkpoint,
         "context_length": l2.context_length, "epochs": w.epochs, "lr": w.lr, "batch_size": w.batch_size,
         "weight_decay": w.weight_decay, "seed_shuffle": w.seed, "plan": plan,
+        "num_workers": w.num_workers, "use_gpu": w.use_gpu,  # part of the run's name: no resume across them
     }
 
 
@@ -293,7 +294,7 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
     out = Path(out_dir).resolve()
     plan = plan_rows(data_dir)
     n = sum(len(p["rows"]) for p in plan)
-    if n // w.num_workers < w.batch_size // w.num_workers:
+    if n < w.batch_size:
         raise CommandError(
             f"{data_dir}: {n} train infrared caption pairs, fewer than one batch of "
             f"scoring.lesson2.warmup.batch_size={w.batch_size}"
@@ -315,7 +316,7 @@ def clip_warmup(cfg, data_dir: str | Path, out_dir: str | Path, init_checkpoint:
         raise RuntimeError("clip-warmup: the run finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
         saved = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-        client = json.loads(Path(d, "irgpt_state.json.rank0").read_text())
+        client = read_state(Path(d), 0, name)
     state = {**(result.metrics or {}), **client}
     model.load_state_dict(saved["model"], strict=True)
     save_clip(model, out / OUT_MODEL)

@@ -18,7 +18,7 @@ _FLAGS = {"epochs": "epochs", "workers": "num_workers", "batch_size": "batch_siz
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="dataset directory (default: the config's data.dir)")
+    parser.add_argument("--data", help="dataset directory (default: data.dir, else RUN_DIR/data)")
     parser.add_argument("--out", required=True, help="output directory (clip_warmup.pt / .json, ray/ checkpoints)")
     parser.add_argument("--epochs", type=int, help="scoring.lesson2.warmup.epochs")
     parser.add_argument("--workers", type=int, help="Ray Train workers (scoring.lesson2.warmup.num_workers)")
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         if key in changes and changes[key] < 1:
             raise CommandError(f"clip-warmup: scoring.lesson2.warmup.{key} must be >= 1, got {changes[key]}")
     cfg.scoring.lesson2.warmup = dataclasses.replace(cfg.scoring.lesson2.warmup, **changes)
-    report = clip_warmup(cfg, args.data or cfg.data.dir, args.out, init_checkpoint=args.init_checkpoint)
+    report = clip_warmup(cfg, cfg.input_data(args.data), args.out, init_checkpoint=args.init_checkpoint)
     losses = ", ".join(f"{x:.3f}" for x in report["losses"])
     print(f"clip-warmup: {report['num_pairs']} pairs, {report['steps']} steps on {report['world_size']} worker(s), "
           f"{report['samples_per_s']:.0f} samples/s, {report['seconds']:.1f}s")

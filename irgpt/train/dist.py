@@ -32,25 +32,32 @@ def rank_world() -> tuple[int, int]:
         return 0, 1
 
 
-def all_reduce(values: list[float], op: str = "sum") -> list[float]:
-    """`values` reduced over ranks (`sum`, `min` or `max`), as float64."""
+def collective_device() -> torch.device:
+    """Where a collective's tensor must live: this rank's GPU under NCCL, else the CPU (gloo)."""
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
-    if distributed():
-        ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
-        dist.all_reduce(t, op=ops[op])
-    return t.tolist()
+    if distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_tensor(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce of a tensor (no-op on one rank); returns it."""
+    """In-place all-reduce of a tensor (`sum`, `min` or `max`; no-op on one rank); returns it.
+    The reduction runs on `collective_device()` whatever device `t` is on."""
     import torch.distributed as dist
 
     if distributed():
         ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
-        dist.all_reduce(t, op=ops[op])
+        work = t.to(collective_device())
+        dist.all_reduce(work, op=ops[op])
+        if work is not t:
+            t.copy_(work)
     return t
+
+
+def all_reduce(values: list[float], op: str = "sum") -> list[float]:
+    """`values` reduced over ranks (`sum`, `min` or `max`), as float64."""
+    return all_reduce_tensor(torch.tensor(values, dtype=torch.float64), op).tolist()
 
 
 def gather_objects(obj) -> list:
@@ -62,13 +69,6 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def print0(message: str, rank: int | None = None) -> None:
-    """A progress line from rank 0 only (stderr, flushed)."""
-    if (rank_world()[0] if rank is None else rank) == 0:
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()
 
 
 @contextlib.contextmanager

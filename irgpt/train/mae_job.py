@@ -45,13 +45,14 @@ import numpy as np
 
 from irgpt.config import Config, FeTrainConfig
 from irgpt.data.io import atomic_write_json, manifest_hash, shard_paths
+from irgpt.data.schema import INFRARED_BANDS
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
-from irgpt.train.skeleton import TrainingJob
+from irgpt.train.skeleton import TrainingJob, read_state
 
 __all__ = ["FE_BANDS", "MaeJob", "fe_train", "training_image_ids"]
 
-FE_BANDS = ("nir", "swir", "mwir", "lwir", "unknown", "vis_gray")
+FE_BANDS = (*INFRARED_BANDS, "vis_gray")
 """Bands the MAE trains on: infrared + visible grayscale (docs/method.md)."""
 
 BETAS = (0.9, 0.95)
@@ -255,7 +256,7 @@ def fe_train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, epochs: 
     if result.checkpoint is None:
         raise RuntimeError("fe_train: the run reported no checkpoint")
     with result.checkpoint.as_directory() as ckpt:
-        history = json.loads(Path(ckpt, "irgpt_state.json.rank0").read_text())["history"]
+        history = read_state(Path(ckpt), 0, name)["history"]
         for item in Path(ckpt, MODEL_DIR).iterdir():
             shutil.copy2(item, out / item.name)
     metrics = result.metrics or {}

@@ -8,12 +8,12 @@ DeepSpeed's `WarmupCosineLR`, the same shape, configured in `ds_config`.)
 from __future__ import annotations
 
 
-def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
-    return max(1, round(warmup_fraction * total_steps))
-
-
 def warmup_cosine(optimizer, total_steps: int, warmup_fraction: float):
     """A `LambdaLR` over `total_steps` optimizer steps (stepped once per step)."""
     from transformers import get_cosine_schedule_with_warmup
+
+    from irgpt.train.ds_config import (
+        warmup_steps,  # the VLM stages' rule: round(fraction x total), >= 1
+    )
 
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps(total_steps, warmup_fraction), total_steps)

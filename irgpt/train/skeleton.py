@@ -82,23 +82,32 @@ def job_class(path: str) -> type[TrainingJob]:
     return getattr(importlib.import_module(module), name)
 
 
-def read_state(directory: Path, rank: int, run_name: str) -> dict:
-    """This rank's JSON state of a checkpoint, refusing another run's."""
-    state = json.loads(Path(directory, f"{CLIENT_STATE}.rank{rank}").read_text())
+def read_state(directory: Path, rank: int, run_name: str, world: int | None = None) -> dict:
+    """This rank's JSON state of a checkpoint, refusing another run's (or, with `world`,
+    one written by another number of workers)."""
+    path = Path(directory, f"{CLIENT_STATE}.rank{rank}")
+    if not path.is_file():
+        raise RuntimeError(f"{directory}: no state for rank {rank} (a checkpoint of fewer workers?): "
+                           "refusing to load it")
+    state = json.loads(path.read_text())
     if state.get("run") != run_name:
         raise RuntimeError(f"{directory}: checkpoint of run {state.get('run')!r}, not of this run "
                            f"{run_name!r}: refusing to load it")
+    if world is not None and state.get("world", world) != world:
+        raise RuntimeError(f"{directory}: checkpoint of {state['world']} workers, this run has {world}: "
+                           "refusing to load it")
     return state
 
 
-def checkpoint(job: TrainingJob, done: int, rank: int, run_name: str, metrics: dict, final: bool = False) -> None:
+def checkpoint(job: TrainingJob, done: int, rank: int, world: int, run_name: str, metrics: dict,
+               final: bool = False) -> None:
     """Every rank saves its part of one checkpoint and reports it with `metrics`."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         state = job.save(Path(tmp), rank, final)
         Path(tmp, f"{CLIENT_STATE}.rank{rank}").write_text(
-            json.dumps({"run": run_name, "global_step": done, **state}))
+            json.dumps({"run": run_name, "world": world, "global_step": done, **state}))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -158,7 +167,7 @@ def run_worker(config: dict) -> None:
         ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])
     if ckpt is not None:
         with ckpt.as_directory() as directory:
-            state = read_state(Path(directory), rank, config["run_name"])
+            state = read_state(Path(directory), rank, config["run_name"], world)
             job.load(Path(directory), rank, state)
             done = int(state["global_step"])
     else:
@@ -169,8 +178,8 @@ def run_worker(config: dict) -> None:
         done += 1
         fail(done)
         if done < job.total_steps and job.checkpoint_due(done):
-            checkpoint(job, done, rank, config["run_name"], metrics)
-    checkpoint(job, done, rank, config["run_name"], job.finish(), final=True)
+            checkpoint(job, done, rank, world, config["run_name"], metrics)
+    checkpoint(job, done, rank, world, config["run_name"], job.finish(), final=True)
     job.close()
 
 

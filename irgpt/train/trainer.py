@@ -26,7 +26,7 @@ from pathlib import Path
 
 from irgpt.config import Config, config_hash
 from irgpt.data import contracts
-from irgpt.data.io import atomic_write_json, read_manifest
+from irgpt.data.io import atomic_write_json
 from irgpt.errors import CommandError
 from irgpt.ray_utils import ensure_ray, log0
 from irgpt.train.skeleton import fit, latest_checkpoint
@@ -54,8 +54,9 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
             raise CommandError(f"train.model: model directory not found: {path}")
         return path
     # What the tiny base depends on; a base built from other settings is rebuilt, never reused.
+    dataset = contracts.read(contracts.DatasetManifest, data_dir)
     key = config_hash({"seed": cfg.train.seed, "tiny_lm": cfg.to_dict()["train"]["tiny_lm"],
-                       "max_length": cfg.train.max_length, "data": read_manifest(data_dir).get("config")})
+                       "max_length": cfg.train.max_length, "data": dataset.raw.get("config")})
     if (out / "config.json").is_file() and (out / BASE_KEY_FILE).is_file() \
             and json.loads((out / BASE_KEY_FILE).read_text()).get("key") == key:
         return out
@@ -71,7 +72,7 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
     if not conversations:
         raise CommandError(f"{data_dir}: no training conversations to build the tokenizer from")
     tokenizer = train_tokenizer(corpus_texts(conversations))
-    image_size = contracts.read(contracts.DatasetManifest, data_dir).image_size
+    image_size = dataset.image_size
     if image_size is None:  # imported data: images of many sizes, resized by the model's processor
         image_size = TINY_IMAGE_SIZE
         log0(f"[train] {data_dir} has no single image size (imported data): the tiny VLM takes "
@@ -130,20 +131,31 @@ def training_hash(cfg: Config) -> str:
     return config_hash({s: whole[s] for s in TRAINING_SECTIONS})[:8]
 
 
-def ray_run_name(cfg: Config, run_dir: Path, stage: int) -> str:
+def stage_inputs(data_dir: Path, tiers_dir: Path | None, init_model: Path) -> str:
+    """What a stage reads, as a string for its run name: the data and tier manifests'
+    hashes and the starting model's files (names, sizes, modification times)."""
+    from irgpt.data.io import manifest_hash
+
+    init = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(init_model).iterdir()) if p.is_file()]
+    return json.dumps([manifest_hash(data_dir), manifest_hash(tiers_dir) if tiers_dir else None, init])
+
+
+def ray_run_name(cfg: Config, run_dir: Path, stage: int, inputs: str = "") -> str:
     """The Ray Train run's name: the run directory (its name and a hash of its absolute
-    path), the stage and `training_hash`, so runs sharing a `train.storage_path` never
-    see each other's checkpoints."""
+    path), the stage, a hash of its inputs (`stage_inputs`) and `training_hash`, so runs
+    sharing a `train.storage_path` never see each other's checkpoints, and a rerun on
+    other data or another starting model never restores the earlier run's."""
     where = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:6]
-    return f"{run_dir.name}-{where}-stage{stage}-{training_hash(cfg)}"
+    reads = hashlib.sha256(inputs.encode()).hexdigest()[:6]
+    return f"{run_dir.name}-{where}-stage{stage}-{reads}-{training_hash(cfg)}"
 
 
-def resume_checkpoint(cfg: Config, storage: Path, run_dir: Path, stage: int) -> Path | None:
+def resume_checkpoint(cfg: Config, storage: Path, run_dir: Path, stage: int, inputs: str = "") -> Path | None:
     """The checkpoint `--resume` continues from: this run's own, under this config.
 
     A checkpoint of the same run directory written under another config is refused,
     naming both config hashes (a resume must not mix two configs' state)."""
-    name = ray_run_name(cfg, run_dir, stage)
+    name = ray_run_name(cfg, run_dir, stage, inputs)
     mine = latest_checkpoint(storage / name)
     if mine is not None:
         return mine
@@ -191,7 +203,8 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
          + f", {stage_cfg.epochs} epoch(s)")
     out_dir = run_dir / f"stage{stage}"
     storage = Path(cfg.train.storage_path or run_dir / "ray").resolve()
-    run_name = ray_run_name(cfg, run_dir, stage)
+    inputs = stage_inputs(data_dir, tiers_dir if stage == 1 else None, init_model)
+    run_name = ray_run_name(cfg, run_dir, stage, inputs)
     log0(f"[train] stage {stage}: {world} workers x micro {arith.micro_batch_size} x accumulation "
          f"{arith.grad_accum_steps} = global {arith.global_batch_size}; {total} optimizer steps; "
          f"ZeRO-{cfg.deepspeed.zero_stage}")
@@ -205,7 +218,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "out_dir": str(out_dir),
         "val": {"data_dir": str(data_dir), "limit": cfg.train.val_limit, "every": cfg.train.val_every,
                 "retrieval": cfg.train.val_retrieval if stage == 1 else 0},
-        "resume_from": str(resume_checkpoint(cfg, storage, run_dir, stage) or "") if resume else "",
+        "resume_from": str(resume_checkpoint(cfg, storage, run_dir, stage, inputs) or "") if resume else "",
         "fail_at_step": fail_at_step,
         "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
     }

@@ -66,7 +66,7 @@ def _samples(batch: dict) -> list[dict]:
     return out
 
 
-def _mean_val_loss(engine, collator, samples: list[dict], micro: int, world_size: int) -> float:
+def _mean_val_loss(engine, collator, samples: list[dict], micro: int) -> float:
     """Plain (unweighted) mean answer CE over this rank's share of the val set, all-reduced."""
     from irgpt.models.collator import model_inputs
 
@@ -135,7 +135,7 @@ def _dtype(engine):
     return torch.bfloat16 if engine.bfloat16_enabled() else None
 
 
-def _save_final(engine, model, loaded, out_dir: Path, stage: int, zero_stage: int, rank: int) -> str:
+def _save_final(model, loaded, out_dir: Path, zero_stage: int, rank: int) -> str:
     """Stage 1: full weights; stage 2: adapter + merged export. Gathers ZeRO-3 shards."""
     import deepspeed
 
@@ -205,7 +205,7 @@ class VlmJob(TrainingJob):
     def validate(self, at_step: int, retrieval: bool) -> dict:
         micro = self.stage_cfg.micro_batch_size
         record = {"global_step": at_step,
-                  "val_loss": _mean_val_loss(self.engine, self.collator, self.val_samples, micro, self.world)}
+                  "val_loss": _mean_val_loss(self.engine, self.collator, self.val_samples, micro)}
         if retrieval and len(self.pairs) > 1:
             record["retrieval_r1"] = _retrieval_r1(self.engine, self.collator, self.pairs, micro, self.rank,
                                                    self.world)
@@ -278,8 +278,8 @@ class VlmJob(TrainingJob):
         if "retrieval_r1" in last:
             retrieval = {"initial_retrieval_r1": self.initial_r1, "final_retrieval_r1": last["retrieval_r1"],
                          "retrieval_candidates": len(self.pairs)}
-        model_dir = _save_final(self.engine, self.engine.module, self.loaded, self.out_dir / "model", self.stage,
-                                self.cfg.deepspeed.zero_stage, self.rank)
+        model_dir = _save_final(self.engine.module, self.loaded, self.out_dir / "model", self.cfg.deepspeed.zero_stage,
+                                self.rank)
         return {"global_step": self.done, "initial_val_loss": self.initial_val, "final_val_loss": last["val_loss"],
                 "val_rows": len(self.held_out), "unigram_val_loss": self.unigram, **retrieval,
                 "model": model_dir, "steps_per_epoch": self.steps_per_epoch, **self.collator.counters()}

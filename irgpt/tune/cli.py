@@ -27,8 +27,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "tune", help="Ray Tune over tiering and training options (re-tiers from the stored scores)",
         description="Each trial applies its sampled values to the config, re-tiers from the stored scores, "
-                    "trains a short stage 1 (+ stage 2 with tune.stage2) on Ray Train and reports psum - nsum "
-                    "on the val split (tune.objective=benchmark) or the validation loss. Writes OUT/trials.csv, "
+                    "trains a short stage 1 (+ stage 2 with tune.stage2) on Ray Train and reports tune.objective "
+                    "on the val split: psum - nsum_median (benchmark_robust, the default), psum - nsum "
+                    "(benchmark) or the validation loss (val_loss). Writes OUT/trials.csv, "
                     "OUT/trials.parquet and OUT/best.yaml. See docs/tune.md.")
     _inputs(p, "RUN_DIR/tune")
     p.add_argument("--space", help="search space YAML (default: tune.space, tune_spaces/default.yaml)")

@@ -47,7 +47,8 @@ def test_reading_checks_the_kind_the_fields_and_the_json(tmp_path):
 
 
 def test_every_writer_in_a_pipeline_run_meets_its_contract(tmp_path):
-    """Synth, both score tables and the tiers, as the stages write them (hand-made scores)."""
+    """Synth and the tiers as the stages write them, and score manifests as the test builders
+    write them (the scorers' own manifests pass `write_manifest`'s check in the scoring tests)."""
     from builders import write_l1_scores, write_l2_scores, write_samples
 
     from irgpt.config.sections import CurriculumConfig, SynthConfig

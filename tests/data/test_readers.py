@@ -339,3 +339,10 @@ def test_lone_surrogate_escape_is_a_reject():
     obj["conversations"][1]["value"] = "caption \ud83d"
     with pytest.raises(RecordRejected, match=r"invalid text: lone surrogate U\+D83D in conversations\[1\].value"):
         parse_record(obj)
+
+
+def test_a_one_element_array_is_records_not_a_meta_file(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps([{"x": {"annotation": "other.json"}}]))
+    (ann,) = iter_annotation_files(p)
+    assert ann.layout == "array" and ann.meta_name is None and ann.records[0].obj == {"x": {"annotation": "other.json"}}

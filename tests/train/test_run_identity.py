@@ -29,6 +29,8 @@ def test_run_names_carry_the_run_directory_and_the_config(tmp_path):
     assert ray_run_name(a, tmp_path / "runA", 2) != name
     unrelated = load_config(overrides=["eval.max_error_rate=0.5"])  # not a training section
     assert ray_run_name(unrelated, tmp_path / "runA", 1) == name
+    other_data = ray_run_name(a, tmp_path / "runA", 1, inputs='["other data manifest"]')
+    assert other_data != name and other_data.rsplit("-", 1)[-1] == name.rsplit("-", 1)[-1]  # same config hash
 
 
 def test_resume_takes_only_this_runs_checkpoint(tmp_path):
