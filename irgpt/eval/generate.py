@@ -158,7 +158,7 @@ class BenchmarkGenerator:
             input_ids[i, length - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention[i, length - len(ids):] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention,
-                 "pixel_values": torch.stack([img for _, img in prepared])}
+                 **self.spec.image_inputs([img for _, img in prepared], input_ids, self.collator.image_token_id)}
         inputs = model_inputs(batch, dtype=self.dtype)
         inputs.pop("image_flags", None)  # a forward() input; generate() does not take it
         return {k: v.to(self.device) for k, v in inputs.items()}, length

@@ -12,11 +12,21 @@ The batch (right-padded to the longest sequence):
     attention_mask  long [B, T]
     labels          long [B, T]   answer (gpt) tokens; -100 on the prompt,
                                   the image tokens and padding
-    pixel_values    float [B, 3, S, S]
+    pixel_values    float [B, 3, S, S]; for Qwen2-VL [B * patches, 3 * 2 * 14 * 14]
+                                  with `image_grid_thw` and `mm_token_type_ids`
+                                  (`VLMInputSpec.image_inputs`)
     weights         float [B]     Eq. 5 weight (1 when weights are off, 0 for pad samples)
     tiers           long [B]
     pad_mask        bool [B]      True for pad samples (excluded from N in Eq. 6)
     image_flags     long [B, 1]   only for remote-code InternVL (`family == "internvl_chat"`)
+
+Chat templates (`prompt_format: chat_template`): the tokenizer's template
+renders growing prefixes of the conversation; each turn adds one segment.
+Message content is passed as a string, or as `[{"type": "text", "text": ...}]`
+where the template reads only lists (LLaVA-1.5 and InternVL in transformers
+ship such templates); the `<image>` placeholder stays in the text and becomes
+the image block. An answer segment the template does not end with the
+tokenizer's eos token gets one, so the model learns to stop.
 
 Truncation (`max_length`): the sequence is cut at the end, so answers lose
 their tail; the prompt of the first turn (which holds the image tokens) is
@@ -79,7 +89,23 @@ class VLMCollator:
         self.image_block = block
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad if pad is not None else 0)
+        self.content_as_list = spec.prompt_format == "chat_template" and self._template_reads_lists()
         self.reset_counters()
+
+    def _template_reads_lists(self) -> bool:
+        """Whether the chat template needs list content (checked once, at start-up)."""
+        probe = "IRGPT_PROBE_TEXT"
+        for as_list in (False, True):
+            content = [{"type": "text", "text": probe}] if as_list else probe
+            try:
+                text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                          add_generation_prompt=True)
+            except Exception:  # a template that rejects this content form (jinja raises many types)
+                continue
+            if probe in text:
+                return as_list
+        raise CommandError("the tokenizer's chat template renders neither string content nor "
+                           "[{'type': 'text', 'text': ...}] content of a user message; use prompt format irgpt")
 
     def _token_id(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -111,13 +137,18 @@ class VLMCollator:
                 raise CommandError(f"conversation turn {i}: 'from' must be 'human' or 'gpt', got {turn.get('from')!r}")
             if role == "assistant" and not with_answers:
                 break
-            messages.append({"role": role, "content": turn.get("value") or ""})
+            value = turn.get("value") or ""
+            messages.append({"role": role, "content": [{"type": "text", "text": value}] if self.content_as_list
+                             else value})
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=role == "user")
             if not text.startswith(previous):
                 raise CommandError("the tokenizer's chat template does not render turns as growing prefixes; "
                                    "use the irgpt prompt format")
-            segs.append((text[len(previous):], role == "assistant"))
+            added = text[len(previous):]
             previous = text
+            if role == "assistant" and tok.eos_token and tok.eos_token not in added:
+                added += tok.eos_token  # the template does not end answers: the model must learn to stop
+            segs.append((added, role == "assistant"))
             if not with_answers:
                 break
         return segs
@@ -225,30 +256,28 @@ class VLMCollator:
             input_ids[i, :n] = torch.tensor(enc.input_ids, dtype=torch.long)
             labels[i, :n] = torch.tensor(enc.labels, dtype=torch.long)
             attention[i, :n] = 1
-        batch = {
+        return {
             "input_ids": input_ids,
             "attention_mask": attention,
             "labels": labels,
-            "pixel_values": torch.stack(images),
+            **self.spec.image_inputs(images, input_ids, self.image_token_id),
             "weights": torch.tensor(weights, dtype=torch.float32),
             "tiers": torch.tensor(tiers, dtype=torch.long),
             "pad_mask": torch.tensor(pads, dtype=torch.bool),
         }
-        if self.spec.family == "internvl_chat":
-            batch["image_flags"] = torch.ones((batch_size, 1), dtype=torch.long)
-        return batch
 
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values")
-"""The batch keys the model's forward takes (plus `image_flags` when present);
-`labels`, `weights`, `tiers`, `pad_mask` are for the loss and logging."""
+FAMILY_INPUT_KEYS = ("image_flags", "image_grid_thw", "mm_token_type_ids")
+"""The batch keys the model's forward takes (plus those of `FAMILY_INPUT_KEYS`
+present, `VLMInputSpec.image_inputs`); `labels`, `weights`, `tiers`,
+`pad_mask` are for the loss and logging."""
 
 
 def model_inputs(batch: dict, dtype=None) -> dict:
     """The model's forward kwargs from a batch; `pixel_values` cast to `dtype` (e.g. bf16)."""
     out = {k: batch[k] for k in MODEL_INPUT_KEYS}
-    if "image_flags" in batch:
-        out["image_flags"] = batch["image_flags"]
+    out.update({k: batch[k] for k in FAMILY_INPUT_KEYS if k in batch})
     if dtype is not None:
         out["pixel_values"] = out["pixel_values"].to(dtype)
     return out

@@ -16,7 +16,9 @@ tower has `q_proj`/`v_proj` too (docs/stack.md).
 Module names (transformers 5.x): LLaVA and native InternVL keep
 `model.model.{vision_tower, multi_modal_projector, language_model}` and
 `model.lm_head`; remote-code InternVL (`internvl_chat`) has `vision_model`,
-`mlp1`, `language_model` (its head lives inside `language_model`).
+`mlp1`, `language_model` (its head lives inside `language_model`);
+Qwen2-VL keeps its projector inside the vision tower
+(`model.visual.merger`), so the projector is matched before the vision part.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class VLMParts:
 _LAYOUTS = (
     VLMParts("model.vision_tower", "model.multi_modal_projector", "model.language_model"),  # LLaVA, InternVL (HF)
     VLMParts("vision_model", "mlp1", "language_model"),  # InternVL remote code
+    VLMParts("model.visual", "model.visual.merger", "model.language_model"),  # Qwen2-VL, Qwen2.5-VL
 )
 
 
@@ -130,7 +133,7 @@ def parameter_counts(model) -> dict[str, int]:
         counts["total"] += n
         counts["trainable"] += n if param.requires_grad else 0
         rel = name[len(prefix):] if name.startswith(prefix) else name
-        key = next((k for k, p in (("vision", parts.vision), ("projector", parts.projector), ("llm", parts.llm))
+        key = next((k for k, p in (("projector", parts.projector), ("vision", parts.vision), ("llm", parts.llm))
                     if _under(rel, p)), "other")
         counts[key] += n
     return counts

@@ -13,6 +13,13 @@ a checkpoint this project did not write.
 Infrared images are grayscale: the transform replicates the one channel to
 the 3 channels the vision encoders expect (RGB images stay RGB), then
 normalises each channel with the encoder's fixed mean/std.
+
+Families (`VLMInputSpec.family`): `llava` (LLaVA-1.5 and the tiny model:
+one [3, S, S] tensor per image), `internvl` (transformers-native InternVL:
+one 448 tile between `<img>`/`</img>`), `internvl_chat` (remote-code
+InternVL, which also takes `image_flags`), `qwen2_vl` (Qwen2-VL and
+Qwen2.5-VL: the image as a flat sequence of 14 px patches plus its
+`image_grid_thw`, and `mm_token_type_ids` for the multimodal RoPE).
 """
 
 from __future__ import annotations
@@ -57,8 +64,15 @@ class VLMInputSpec:
     prompt_format: Literal["irgpt", "chat_template"] = "irgpt"
     """`irgpt`: `<s>USER: <image>\\n{q} ASSISTANT: {a}</s>` (irgpt/models/tokenizer.py);
     `chat_template`: the tokenizer's own chat template (real checkpoints)."""
-    family: Literal["llava", "internvl", "internvl_chat"] = "llava"
-    """`internvl_chat` = remote-code InternVL (its forward also takes `image_flags`)."""
+    family: Literal["llava", "internvl", "internvl_chat", "qwen2_vl"] = "llava"
+    """`internvl_chat` = remote-code InternVL (its forward also takes `image_flags`);
+    `qwen2_vl` = Qwen2-VL / Qwen2.5-VL (patch sequence + grid, see `image_inputs`)."""
+    patch_size: int | None = None
+    """Qwen2-VL only: the vision encoder's patch side (14)."""
+    merge_size: int | None = None
+    """Qwen2-VL only: patches merged per side into one LLM token (2)."""
+    temporal_patch_size: int | None = None
+    """Qwen2-VL only: frames per patch (2; a still image is repeated)."""
 
     def image_tensor(self, image: Any):
         """PNG/JPEG bytes or a PIL image -> float tensor [3, S, S], normalised.
@@ -81,6 +95,35 @@ class VLMInputSpec:
         mean = np.asarray(self.image_mean, dtype=np.float32)
         std = np.asarray(self.image_std, dtype=np.float32)
         return torch.from_numpy(((arr - mean) / std).transpose(2, 0, 1).copy())
+
+    def image_inputs(self, images: list, input_ids=None, image_token_id: int | None = None) -> dict:
+        """The model's image kwargs for a batch of `image_tensor` outputs.
+
+        `llava` / `internvl`: `pixel_values` [B, 3, S, S]; `internvl_chat` adds
+        `image_flags` [B, 1]. `qwen2_vl`: `pixel_values` [B * g * g,
+        3 * t * p * p] (each image cut into p-px patches in the order of
+        transformers' `Qwen2VLImageProcessor`, g = S / p, the still image
+        repeated over t frames), `image_grid_thw` [B, 3] = (1, g, g) and, given
+        `input_ids` and `image_token_id`, `mm_token_type_ids` (1 at image
+        tokens) for the M-RoPE.
+        """
+        import torch
+
+        pixels = torch.stack(images)
+        if self.family == "internvl_chat":
+            return {"pixel_values": pixels, "image_flags": torch.ones((len(images), 1), dtype=torch.long)}
+        if self.family != "qwen2_vl":
+            return {"pixel_values": pixels}
+        p, m, t = self.patch_size, self.merge_size, self.temporal_patch_size
+        b, c, size, _ = pixels.shape
+        g = size // p
+        patches = pixels.reshape(b, c, g // m, m, p, g // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
+        patches = patches.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
+        out = {"pixel_values": patches.reshape(b * g * g, c * t * p * p),
+               "image_grid_thw": torch.tensor([[1, g, g]] * b, dtype=torch.long)}
+        if input_ids is not None:
+            out["mm_token_type_ids"] = (input_ids == image_token_id).long()
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,6 +237,38 @@ def _preprocessor_stats(path: Path | None) -> tuple[tuple | None, tuple | None]:
     return (tuple(mean) if mean else None), (tuple(std) if std else None)
 
 
+QWEN2_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+QWEN2_VL_MAX_SIDE = 448
+"""The square side Qwen2-VL images are resized to (256 LLM tokens), unless the
+checkpoint's processor allows fewer pixels (`max_pixels`)."""
+
+
+def _qwen2_vl_spec(config, tokenizer, path: Path | None, mean, std, fmt: str) -> VLMInputSpec:
+    """Qwen2-VL / Qwen2.5-VL: one fixed square side instead of the processor's dynamic
+    resolution (a Decision, docs/training.md): the largest multiple of patch x merge
+    that is <= 448 and whose area is within the processor's [min_pixels, max_pixels]."""
+    vc = config.vision_config
+    patch, merge = _hw(vc.patch_size), int(vc.spatial_merge_size)
+    temporal = _hw(getattr(vc, "temporal_patch_size", 2))
+    factor = patch * merge
+    lo, hi = 56 * 56, 28 * 28 * 1280  # Qwen2VLImageProcessor's defaults
+    if path is not None and (path / "preprocessor_config.json").is_file():
+        data = json.loads((path / "preprocessor_config.json").read_text())
+        size = data.get("size") or {}
+        lo = int(data.get("min_pixels") or size.get("shortest_edge") or lo)
+        hi = int(data.get("max_pixels") or size.get("longest_edge") or hi)
+    side = min(QWEN2_VL_MAX_SIDE, int(hi ** 0.5)) // factor * factor
+    if side < factor or side * side < lo:
+        raise CommandError(f"{path}: preprocessor_config.json allows {lo}..{hi} pixels: no square side that is a "
+                           f"multiple of {factor} fits (irgpt feeds Qwen2-VL one fixed square side <= {QWEN2_VL_MAX_SIDE})")
+    token = tokenizer.convert_ids_to_tokens(int(config.image_token_id))
+    return VLMInputSpec(image_size=side, num_image_tokens=(side // factor) ** 2, image_token=token,
+                        image_start=_token_or_none(tokenizer, "<|vision_start|>"),
+                        image_end=_token_or_none(tokenizer, "<|vision_end|>"),
+                        image_mean=mean or CLIP_MEAN, image_std=std or CLIP_STD, prompt_format=fmt,
+                        family="qwen2_vl", patch_size=patch, merge_size=merge, temporal_patch_size=temporal)
+
+
 def input_spec_for(config, tokenizer, path: str | Path | None = None) -> VLMInputSpec:
     """Derive the input spec of a checkpoint from its config (and preprocessor_config.json).
 
@@ -201,6 +276,7 @@ def input_spec_for(config, tokenizer, path: str | Path | None = None) -> VLMInpu
     (CLIP) with strategy `full`, -1 with `default`. InternVL: the config's
     `image_seq_length` (pixel shuffle: (448/14)^2 * 0.5^2 = 256), one 448 tile
     (no dynamic tiling: a Decision, docs/training.md), between `<img>`/`</img>`.
+    Qwen2-VL: `_qwen2_vl_spec`.
     """
     from irgpt.models.tokenizer import CHAT_TEMPLATE
 
@@ -208,6 +284,8 @@ def input_spec_for(config, tokenizer, path: str | Path | None = None) -> VLMInpu
     mean, std = _preprocessor_stats(path)
     fmt = "irgpt" if tokenizer.chat_template in (None, CHAT_TEMPLATE) else "chat_template"
     model_type = getattr(config, "model_type", "")
+    if model_type in QWEN2_VL_TYPES:
+        return _qwen2_vl_spec(config, tokenizer, path, mean, std, fmt)
     if model_type == "internvl":
         vc = config.vision_config
         return VLMInputSpec(image_size=_hw(vc.image_size), num_image_tokens=int(config.image_seq_length),
@@ -226,7 +304,9 @@ def input_spec_for(config, tokenizer, path: str | Path | None = None) -> VLMInpu
     vc = getattr(config, "vision_config", None)
     image_id = getattr(config, "image_token_id", None)
     if vc is None or image_id is None:
-        raise CommandError(f"unsupported model type {model_type!r}: expected a LLaVA-family or InternVL config")
+        raise CommandError(f"unsupported model type {model_type!r}: supported are LLaVA-family (llava, llava-1.5 "
+                           f"style configs with a vision_config and image_token_id), internvl, internvl_chat, "
+                           f"{', '.join(QWEN2_VL_TYPES)}")
     size, patch = _hw(vc.image_size), _hw(vc.patch_size)
     has_cls = str(getattr(vc, "model_type", "")).startswith("clip")
     strategy = getattr(config, "vision_feature_select_strategy", "default")
