@@ -83,6 +83,18 @@ def versions() -> dict:
     return out
 
 
+def wanted_stages(cfg: Config) -> list[str]:
+    """`run.stages`, checked, in pipeline order (`clip_warmup` added before `score_l2`
+    for configs written before it was a stage)."""
+    wanted = list(cfg.run.stages)
+    if "score_l2" in wanted and "clip_warmup" not in wanted:
+        wanted.insert(wanted.index("score_l2"), "clip_warmup")
+    unknown = [s for s in wanted if s not in BY_NAME]
+    if unknown:
+        raise CommandError(f"run.stages: unknown stage(s) {unknown}; stages are {list(BY_NAME)}")
+    return [s.name for s in STAGES if s.name in wanted]
+
+
 class Pipeline:
     def __init__(self, cfg: Config, force: bool = False):
         self.cfg = cfg
@@ -113,13 +125,8 @@ class Pipeline:
 
     # ---------------------------------------------------------------- run --
     def run(self) -> dict:
+        wanted = wanted_stages(self.cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        wanted = list(self.cfg.run.stages)
-        if "score_l2" in wanted and "clip_warmup" not in wanted:  # configs written before it was a stage
-            wanted.insert(wanted.index("score_l2"), "clip_warmup")
-        unknown = [s for s in wanted if s not in BY_NAME]
-        if unknown:
-            raise CommandError(f"run.stages: unknown stage(s) {unknown}; stages are {list(BY_NAME)}")
         ensure_ray(self.cfg.ray)
         t_all = time.perf_counter()
         for stage in STAGES:

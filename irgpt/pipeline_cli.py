@@ -15,6 +15,9 @@ def register(subparsers) -> None:
                     "and resumes a failed one. See README, 'What the pipeline does'.")
     p.add_argument("--force", action="store_true", help="recompute every stage")
     p.add_argument("--stages", help="comma-separated subset of stages to run (default: run.stages)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every stage (paths, model directories and their kinds, tokenizer tokens, batch "
+                        "arithmetic, memory per GPU) and run nothing; exit 2 on any error")
     add_config_arguments(p)
     p.set_defaults(func=_run)
 
@@ -24,7 +27,17 @@ def _run(args: argparse.Namespace) -> int:
     from irgpt.pipeline import run_pipeline
 
     overrides = list(args.set) + ([f"run.stages=[{args.stages}]"] if args.stages else [])
-    record = run_pipeline(load_config(args.config, overrides), force=args.force)
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        from irgpt.errors import CommandError
+        from irgpt.pipeline_check import check_pipeline, print_checks
+
+        result = check_pipeline(cfg)
+        print_checks(result)
+        if not result["ok"]:
+            raise CommandError("the dry run found errors (above); nothing was run")
+        return 0
+    record = run_pipeline(cfg, force=args.force)
     for stage in record["stages"]:
         print(f"{stage['name']:<14} {stage['status']:<8} {stage.get('seconds') or 0:8.1f}s")
     print(f"run directory: {record['run_dir']}  (report: {record['run_dir']}/report/report.html)")

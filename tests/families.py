@@ -1,4 +1,4 @@
-"""Tiny random-init stand-ins of the real VLM families, saved as a user's checkpoint would be.
+"""Tiny random-init stand-ins of the real model families, saved as a user's checkpoint would be.
 
 Each builder writes a directory with `save_pretrained`: the model, a
 tokenizer that carries the family's own chat template and special tokens,
@@ -68,8 +68,13 @@ def _text(tok, **kw) -> dict:
 
 
 def build_internvl(out: Path) -> Path:
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
-                              InternVLVisionConfig, Qwen2Config)
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
 
     tok = _tokenizer(["<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"], CHATML, eos="<|im_end|>")
     vision = InternVLVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
@@ -83,7 +88,13 @@ def build_internvl(out: Path) -> Path:
 
 
 def build_llava15(out: Path) -> Path:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     tok = _tokenizer([], LLAVA_15)  # `<image>` and `</s>` are the tokenizer's own
     vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
@@ -114,7 +125,11 @@ def build_qwen2_vl(out: Path) -> Path:
 
 def build_qwen2_5_vl(out: Path) -> Path:
     """Qwen2.5-VL: Qwen2-VL's inputs, a windowed-attention vision tower (one full-attention block)."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+    )
 
     tok = _tokenizer(["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"],
                      QWEN2_VL, eos="<|im_end|>")
@@ -138,6 +153,38 @@ def _save(cls, config, tok, processor, out: Path) -> Path:
     tok.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+# ------------------------------------------------------------ Lesson 2 CLIP ----
+WORDS = ("a thermal image with small medium large hot object on the left right top bottom person car dog "
+         "bus road street people infrared of in at scene").split()
+
+
+def make_hf_clip_dir(path, seed: int = 0):
+    """A tiny random-init `CLIPModel` saved with its own tokenizer and image processor."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>",
+        special_tokens=[("<|startoftext|>", vocab["<|startoftext|>"]), ("<|endoftext|>", vocab["<|endoftext|>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    config = CLIPConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 77, "pad_token_id": 0,
+                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"]},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2},
+        projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
 
 
 BUILDERS = {"internvl": build_internvl, "llava15": build_llava15, "qwen2_vl": build_qwen2_vl,

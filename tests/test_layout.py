@@ -27,9 +27,11 @@ ALLOWED = {
     "eval": BASE | {"data", "models"},
     "report": BASE | {"data", "eval"},
     "pipeline": BASE | {"data", "models", "scoring", "curriculum", "train", "eval", "report"},
+    "pipeline_check": BASE | {"data", "models", "train", "pipeline"},
     "tune": BASE | {"data", "models", "scoring", "curriculum", "train", "eval", "report", "pipeline"},
 }
-CLI_ALLOWED = BASE | {"data", "models", "scoring", "curriculum", "train", "eval", "report", "pipeline", "tune"}
+CLI_ALLOWED = BASE | {"data", "models", "scoring", "curriculum", "train", "eval", "report", "pipeline",
+                      "pipeline_check", "tune"}
 MAX_LINES = 450
 
 

@@ -105,6 +105,10 @@ class FeTrainConfig:
     lr: float = 1.5e-3
     batch_size: int = 64
     mask_ratio: float = 0.75
+    """Share of tokens removed: ViTMAE, and InfMAE with `masking: random`."""
+    masking: Literal["skip4", "random"] = "skip4"
+    """InfMAE only: `skip4` (the release: sort tokens by intensity, keep every 4th) or
+    `random` (MAE's uniform masking at `mask_ratio`). ViTMAE always masks at random."""
     num_workers: int = 1
     """Ray Train workers."""
     use_gpu: bool = False
@@ -118,7 +122,12 @@ class Lesson1Config:
     """Lesson 1 (docs/method.md): IR-VIS distance from MAE features (Eq. 1-3)."""
 
     extractor: str = "tiny"
-    """`tiny` (random-init tiny ViTMAE config) or a local HF ViTMAE directory."""
+    """`tiny` (random init), an InfMAE checkpoint file (`checkpoint-N.pth`), a directory
+    `irgpt fe-train` wrote, or a local HF ViTMAE directory."""
+    extractor_kind: Literal["auto", "vitmae", "infmae"] = "auto"
+    """`auto` detects the kind from what `extractor` holds (`tiny` means a tiny ViTMAE);
+    `infmae` with `tiny` builds a tiny InfMAE of the release's topology; a kind that
+    contradicts the files is an error."""
     fe_train: FeTrainConfig = field(default_factory=FeTrainConfig)
     estimator: Literal["auto", "exact", "rff"] = "auto"
     """`exact` kernel trick O(n*m); `rff` random Fourier features O(n*D);

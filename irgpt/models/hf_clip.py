@@ -44,6 +44,25 @@ def is_hf_clip_dir(name: str | Path) -> bool:
         return False
 
 
+def describe_hf_clip(directory: str | Path) -> str:
+    """What a Hugging Face CLIP directory holds, checked without reading its weights (the
+    pipeline's dry run): the config, a tokenizer with a pad token, the processor's mean/std."""
+    from transformers import AutoConfig
+
+    directory = Path(directory)
+    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    tokenizer = HFClipTokenizer(directory).tokenizer
+    processor = directory / "preprocessor_config.json"
+    if not processor.is_file():
+        raise CommandError(f"{directory}: no preprocessor_config.json (the image mean/std the weights expect)")
+    weights = [p.name for p in directory.glob("*.safetensors")] + [p.name for p in directory.glob("*.bin")]
+    if not weights:
+        raise CommandError(f"{directory}: no *.safetensors or *.bin weights")
+    vc, tc = config.vision_config, config.text_config
+    return (f"Hugging Face CLIP: vision {vc.image_size} px / patch {vc.patch_size}, text context "
+            f"{tc.max_position_embeddings}, vocabulary {len(tokenizer)}, weights {', '.join(sorted(weights))}")
+
+
 class HFClipTokenizer:
     """Captions -> LongTensor (N, context_length), padded with the pad token (picklable)."""
 

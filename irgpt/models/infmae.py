@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +87,10 @@ class InfMAEConfig:
 BASE = InfMAEConfig()
 """The released model (`infmae_vit_base_patch16`)."""
 TINY = InfMAEConfig(img_size=64, embed_dim=(32, 48, 64), depth=(1, 1, 2), num_heads=1, decoder_embed_dim=32,
-                    decoder_depth=1, decoder_num_heads=1)
-"""The same topology at CPU-test size (4 x 4 tokens of 64 px images)."""
+                    decoder_depth=1, decoder_num_heads=1, norm_pix_loss=True)
+"""The same topology at CPU-test size (4 x 4 tokens of 64 px images); the per-patch
+normalised pixel loss, as the tiny ViTMAE (docs/lesson1.md: without it pooled
+features follow image brightness)."""
 
 
 # ------------------------------------------------------------ the blocks ----
@@ -252,7 +254,7 @@ class InfMAE(nn.Module):
             x = blk(x)
         return self.norm(x + s1 + s2)
 
-    # ---- masked pre-training (the release's objective; not yet wired to `irgpt fe-train`) ----
+    # ---- masked pre-training (the release's objective; `irgpt fe-train` runs it) ----
     def masking(self, x: torch.Tensor, noise: torch.Tensor | None = None):
         """(kept positions in the shuffled order, ids_shuffle, ids_restore, mask (N, L): 1 = removed)."""
         n, length = x.shape[0], self.config.grid ** 2
@@ -334,12 +336,12 @@ def config_from_state(state: dict, args: argparse.Namespace | None = None) -> In
     )
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict, argparse.Namespace | None, dict]:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> tuple[dict, argparse.Namespace | None, dict]:
     """(model state dict, `args` or None, the rest) of an InfMAE checkpoint, unpickling nothing
-    but tensors, containers and `argparse.Namespace`."""
+    but tensors, containers and `argparse.Namespace`; `mmap` maps the tensors instead of reading them."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CommandError(f"InfMAE checkpoint not found: {path}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
@@ -350,6 +352,32 @@ def read_checkpoint(path: str | Path) -> tuple[dict, argparse.Namespace | None, 
     if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return ckpt, None, {}
     raise CommandError(f"{path}: expected an InfMAE checkpoint (a dict with 'model') or a bare state dict")
+
+
+def _mismatch(path, own: dict, state: dict, need_decoder: bool) -> list[str]:
+    """Parameter names and shapes `state` has against the model `own` (name -> tensor) expects."""
+    decoder = {k for k in own if k.startswith(("decoder_", "mask_token"))}
+    missing = sorted(set(own) - set(state) - (set() if need_decoder else decoder))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        parts = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if keys]
+        raise CommandError(f"{path}: does not match the InfMAE architecture; " + "; ".join(parts))
+    return sorted(decoder - set(state))
+
+
+def check_infmae(path: str | Path) -> dict:
+    """The architecture of an InfMAE checkpoint, checked like `load_infmae` but on the `meta`
+    device, with the file memory-mapped: no weights are read into memory (the dry run)."""
+    state, args, rest = read_checkpoint(path, mmap=True)
+    config = config_from_state(state, args)
+    with torch.device("meta"):
+        own = InfMAE(config).state_dict()
+    missing_decoder = _mismatch(path, own, state, need_decoder=False)
+    return {"kind": "infmae", "img_size": config.img_size, "embed_dim": config.embed_dim, "depth": config.depth,
+            "decoder": "absent" if missing_decoder else "present", "epoch": rest.get("epoch")}
 
 
 def load_infmae(path: str | Path, *, need_decoder: bool = False) -> InfMAE:
@@ -363,18 +391,23 @@ def load_infmae(path: str | Path, *, need_decoder: bool = False) -> InfMAE:
     state, args, _rest = read_checkpoint(path)
     model = InfMAE(config_from_state(state, args))
     own = model.state_dict()
-    decoder = {k for k in own if k.startswith(("decoder_", "mask_token"))}
-    missing = sorted(set(own) - set(state) - (set() if need_decoder else decoder))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        parts = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if keys]
-        raise CommandError(f"{path}: does not match the InfMAE architecture; " + "; ".join(parts))
+    missing_decoder = _mismatch(path, own, state, need_decoder)
     model.load_state_dict({**{k: v for k, v in own.items() if k not in state}, **state}, strict=True)
-    model.missing_decoder = sorted(decoder - set(state))
+    model.missing_decoder = missing_decoder
     return model.eval()
+
+
+INFMAE_FILE = "infmae.pth"
+"""The checkpoint file `irgpt fe-train` writes into its output directory."""
+
+
+def build_tiny_infmae(image_size: int = TINY.img_size, seed: int = 0) -> InfMAE:
+    """`TINY` at `image_size` (a multiple of 16), random init, seeded; the global RNG is left alone."""
+    if image_size % TINY.total_patch:
+        raise CommandError(f"a tiny InfMAE needs an image size that is a multiple of {TINY.total_patch}, got {image_size}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return InfMAE(replace(TINY, img_size=image_size)).eval()
 
 
 def save_infmae(model: InfMAE, path: str | Path, *, epoch: int = 0, optimizer: dict | None = None) -> None:
@@ -401,5 +434,5 @@ def extract_features(model: InfMAE, images_uint8: np.ndarray, chunk: int = MODEL
     return feats.to(torch.float32).numpy()
 
 
-__all__ = ["BASE", "TINY", "InfMAE", "InfMAEConfig", "extract_features", "load_infmae", "save_infmae",
-           "config_from_state", "read_checkpoint"]
+__all__ = ["BASE", "INFMAE_FILE", "TINY", "InfMAE", "InfMAEConfig", "build_tiny_infmae", "extract_features",
+           "check_infmae", "load_infmae", "save_infmae", "config_from_state", "read_checkpoint"]

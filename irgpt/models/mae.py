@@ -77,30 +77,78 @@ def build_tiny_mae(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75, 
     return model.eval()
 
 
-def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0):
-    """The Lesson 1 feature extractor `scoring.lesson1.extractor` names, in eval mode:
+EXTRACTOR_KINDS = ("auto", "vitmae", "infmae")
 
-    - `"tiny"`: `build_tiny_mae(image_size, seed=seed)` (random init);
+
+def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0, kind: str = "auto"):
+    """The Lesson 1 feature extractor `scoring.lesson1.extractor` names, in eval mode.
+
+    `kind` (`scoring.lesson1.extractor_kind`): `vitmae`, `infmae`, or `auto`
+    (detected from what the path holds):
+    - `"tiny"`: a random-init tiny ViTMAE (`build_tiny_mae`), or with kind
+      `infmae` a tiny InfMAE of the release's topology (`build_tiny_infmae`);
     - a file: an InfMAE checkpoint (`irgpt.models.infmae.load_infmae`, the
       release's `checkpoint-N.pth` layout or a bare state dict);
-    - a directory: a Hugging Face ViTMAE (`save_pretrained`), read with
-      `local_files_only=True` (nothing is ever downloaded).
+    - a directory holding `infmae.pth`: the output of `irgpt fe-train` on an InfMAE;
+    - a directory holding `config.json`: a Hugging Face ViTMAE (`save_pretrained`),
+      read with `local_files_only=True` (nothing is ever downloaded).
 
     A saved model keeps its own image size (`extract_features` resizes to it);
     `image_size` only applies to `"tiny"`.
     """
+    from irgpt.models import infmae
+
+    if kind not in EXTRACTOR_KINDS:
+        raise CommandError(f"scoring.lesson1.extractor_kind must be one of {list(EXTRACTOR_KINDS)}, got {kind!r}")
     if path_or_tiny == TINY:
+        if kind == "infmae":
+            return infmae.build_tiny_infmae(image_size=image_size, seed=seed)
         return build_tiny_mae(image_size=image_size, seed=seed)
     path = Path(path_or_tiny)
-    if path.is_file():
-        from irgpt.models.infmae import load_infmae
+    found = ("infmae", path) if path.is_file() else ("infmae", path / infmae.INFMAE_FILE) \
+        if (path / infmae.INFMAE_FILE).is_file() else ("vitmae", path) if (path / "config.json").is_file() else None
+    if found is None:
+        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny', not an InfMAE checkpoint file (or a "
+                           f"directory with {infmae.INFMAE_FILE}) and not a Hugging Face ViTMAE directory "
+                           f"(no config.json)")
+    if kind != "auto" and kind != found[0]:
+        raise CommandError(f"feature extractor {path_or_tiny}: scoring.lesson1.extractor_kind is {kind}, but it "
+                           f"holds a{'n InfMAE checkpoint' if found[0] == 'infmae' else ' ViTMAE'}")
+    if found[0] == "infmae":
+        return infmae.load_infmae(found[1], need_decoder=False)
+    return ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=True).eval()
 
-        return load_infmae(path)
-    if not (path / "config.json").is_file():
-        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny', not an InfMAE checkpoint file and "
-                           "not a Hugging Face ViTMAE directory (no config.json)")
-    model = ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=True)
-    return model.eval()
+
+def describe_extractor(path_or_tiny: str, kind: str = "auto") -> dict:
+    """What `load_extractor(path_or_tiny, kind=kind)` would load, without reading weights (dry runs)."""
+    from irgpt.models import infmae
+
+    if kind not in EXTRACTOR_KINDS:
+        raise CommandError(f"scoring.lesson1.extractor_kind must be one of {list(EXTRACTOR_KINDS)}, got {kind!r}")
+    if path_or_tiny == TINY:
+        return {"kind": "infmae" if kind == "infmae" else "vitmae", "weights": "random init"}
+    path = Path(path_or_tiny)
+    file = path if path.is_file() else path / infmae.INFMAE_FILE
+    if file.is_file():
+        if kind == "vitmae":
+            raise CommandError(f"feature extractor {path}: scoring.lesson1.extractor_kind is vitmae, but it holds "
+                               f"an InfMAE checkpoint")
+        return infmae.check_infmae(file)
+    if (path / "config.json").is_file():
+        cfg = ViTMAEConfig.from_pretrained(str(path), local_files_only=True)
+        if kind == "infmae":
+            raise CommandError(f"feature extractor {path}: scoring.lesson1.extractor_kind is infmae, but it holds "
+                               f"a ViTMAE")
+        return {"kind": "vitmae", "image_size": cfg.image_size, "hidden_size": cfg.hidden_size}
+    raise CommandError(f"feature extractor {path_or_tiny!r}: no such file or directory, or neither an InfMAE "
+                       f"checkpoint nor a Hugging Face ViTMAE directory")
+
+
+def extractor_kind(model) -> str:
+    """`infmae` or `vitmae`: which of the two a loaded extractor is."""
+    from irgpt.models.infmae import InfMAE
+
+    return "infmae" if isinstance(getattr(model, "module", model), InfMAE) else "vitmae"
 
 
 def _encoder(model):

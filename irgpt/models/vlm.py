@@ -354,37 +354,77 @@ def save_vlm(model, tokenizer, out: str | Path, spec: VLMInputSpec | None = None
     return out
 
 
-def load_vlm(path: str | Path, trust_remote_code: bool = False, dtype=None) -> LoadedVLM:
-    """Load a saved VLM (tiny or a real LLaVA-family / InternVL checkpoint) by local path.
+def _read_config(path: Path, trust_remote_code: bool):
+    from transformers import AutoConfig
 
-    Never downloads (`local_files_only=True`). `trust_remote_code` runs code
-    shipped in the checkpoint; pass True only when the run config says so
-    (`train.trust_remote_code`). `dtype`: e.g. torch.bfloat16 for GPU runs.
-    """
-    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
-
-    from irgpt.models.tokenizer import load_tokenizer
-
-    path = Path(path)
     if not path.is_dir():
         raise CommandError(f"model directory not found: {path} (set train.model to a local checkpoint directory)")
     if not (path / "config.json").is_file():
         raise CommandError(f"{path}: no config.json; not a Hugging Face model directory")
     try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise CommandError(f"{path}: this checkpoint ships its own model code; set train.trust_remote_code: true "
                                f"only if you trust it ({exc})") from exc
         raise CommandError(f"{path}: cannot read config.json: {exc}") from exc
+
+
+def _model_class(config):
+    from transformers import AutoModel, AutoModelForImageTextToText
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    return AutoModel if auto_map and "AutoModelForImageTextToText" not in auto_map else AutoModelForImageTextToText
+
+
+def check_vlm_dir(path: str | Path, trust_remote_code: bool = False, max_length: int = 2048) -> dict:
+    """Everything `irgpt train` / `eval run` need from a model directory, checked without reading weights.
+
+    The config and tokenizer are read; the input spec derived (an unsupported
+    `model_type` is refused here, naming the supported ones); the image tokens
+    looked up in the tokenizer and the chat template probed (`VLMCollator`);
+    the model built on the `meta` device to find its vision / projector / LLM
+    modules. Returns what was found; raises CommandError naming the problem.
+    """
+    import torch
+
+    from irgpt.models.collator import VLMCollator
+    from irgpt.models.freeze import vlm_parts
+    from irgpt.models.tokenizer import load_tokenizer
+
+    path = Path(path)
+    config = _read_config(path, trust_remote_code)
+    try:
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"{path}: cannot load its tokenizer: {exc}") from exc
+    spec = VLMInputSpec.load(path) if (path / SPEC_FILE).is_file() else input_spec_for(config, tokenizer, path)
+    collator = VLMCollator(tokenizer, spec, max(max_length, spec.num_image_tokens + 2))
+    with torch.device("meta"):
+        model = _model_class(config).from_config(config, trust_remote_code=trust_remote_code)
+    parts = vlm_parts(model)
+    return {"model_type": getattr(config, "model_type", None), "architecture": type(model).__name__,
+            "family": spec.family, "image_size": spec.image_size, "num_image_tokens": spec.num_image_tokens,
+            "image_tokens": [t for t in (spec.image_start, spec.image_token, spec.image_end) if t],
+            "prompt_format": spec.prompt_format, "list_content": collator.content_as_list,
+            "eos_token": tokenizer.eos_token, "modules": vars(parts)}
+
+
+def load_vlm(path: str | Path, trust_remote_code: bool = False, dtype=None) -> LoadedVLM:
+    """Load a saved VLM (tiny or a real LLaVA-family / InternVL / Qwen2-VL checkpoint) by local path.
+
+    Never downloads (`local_files_only=True`). `trust_remote_code` runs code
+    shipped in the checkpoint; pass True only when the run config says so
+    (`train.trust_remote_code`). `dtype`: e.g. torch.bfloat16 for GPU runs.
+    """
+    from irgpt.models.tokenizer import load_tokenizer
+
+    path = Path(path)
+    config = _read_config(path, trust_remote_code)
     kwargs: dict = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    auto_map = getattr(config, "auto_map", None) or {}
-    if auto_map and "AutoModelForImageTextToText" not in auto_map:
-        model = AutoModel.from_pretrained(str(path), **kwargs)
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+    model = _model_class(config).from_pretrained(str(path), **kwargs)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     spec = VLMInputSpec.load(path) if (path / SPEC_FILE).is_file() else input_spec_for(config, tokenizer, path)
     if spec.family == "internvl_chat":  # the remote model finds its image tokens by this attribute

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("ir-vis", help="Lesson 1: IR-VIS domain distance d_ir_vis and rank_l1")
     p.add_argument("--data", required=True, help="dataset directory")
     p.add_argument("--out", required=True, help="output scores directory")
-    p.add_argument("--extractor", help="MAE directory from `irgpt fe-train` (default: scoring.lesson1.extractor)")
+    p.add_argument("--extractor", help="`tiny`, an InfMAE checkpoint file, or a directory from `irgpt fe-train` or a "
+                   "Hugging Face ViTMAE (default: scoring.lesson1.extractor; kind: scoring.lesson1.extractor_kind)")
     p.add_argument("--estimator", choices=["auto", "exact", "rff"], help="default: scoring.lesson1.estimator")
     p.add_argument("--visible-data", help="a separate visible reference dataset (default: vis rows of --data)")
     p.add_argument("--force", action="store_true", help="recompute, discarding committed parts")

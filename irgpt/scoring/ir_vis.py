@@ -61,10 +61,10 @@ class FeatureScorer(Scorer):
     name = "mae-features"
     input_columns = ("sample_id", "image", "band", "task", "split")
 
-    def __init__(self, extractor: str, bands: list[str]):
+    def __init__(self, extractor: str, bands: list[str], kind: str = "auto"):
         from irgpt.models.mae import load_extractor
 
-        self.model = load_extractor(extractor)
+        self.model = load_extractor(extractor, kind=kind)
         self.size = int(self.model.config.image_size)
         self.bands = set(bands)
 
@@ -103,9 +103,10 @@ class FeatureScorer(Scorer):
 def _features_pass(cfg: Config, data_dir: Path, out_dir: Path, extractor: str, bands, weights: str, force: bool):
     pool = cfg.scoring.lesson1.pool
     key = {"extractor_weights": weights, "bands": sorted(bands), "data": _data_key(data_dir)}
+    kwargs = {"extractor": extractor, "bands": sorted(bands), "kind": cfg.scoring.lesson1.extractor_kind}
     return run_pass(
         name=f"score_l1:{out_dir.name}", input_dir=data_dir, out_dir=out_dir,
-        scorer_factory=FeatureScorer, scorer_kwargs={"extractor": extractor, "bands": sorted(bands)},
+        scorer_factory=FeatureScorer, scorer_kwargs=kwargs,
         pool=pool, key=key, columns=list(FeatureScorer.input_columns), force=force,
     )
 
@@ -203,7 +204,7 @@ def score_ir_vis(
     force: bool = False,
 ) -> dict:
     """Score every infrared caption row of `data_dir`; returns the manifest."""
-    from irgpt.models.mae import TINY, load_extractor, weights_hash
+    from irgpt.models.mae import TINY, extractor_kind, load_extractor, weights_hash
 
     t_start = time.perf_counter()
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()  # actors have another cwd
@@ -218,8 +219,8 @@ def score_ir_vis(
     if untrained:
         warn_untrained("the Lesson 1 feature extractor", "scoring.lesson1.extractor", TINY)
     ensure_ray(cfg.ray)
-    model = load_extractor(extractor)
-    weights = weights_hash(model)
+    model = load_extractor(extractor, kind=l1.extractor_kind)
+    weights, kind = weights_hash(model), extractor_kind(model)
     dim = int(model.config.hidden_size)
     del model
     if force and out_dir.exists():
@@ -277,7 +278,7 @@ def score_ir_vis(
         data={"dir": str(data_dir), "config_hash": data_manifest.get("config_hash"),
               "visible_data": visible_data},
         provenance={
-            "scorer": SCORER_VERSION, "extractor": extractor, "extractor_weights_hash": weights,
+            "scorer": SCORER_VERSION, "extractor": extractor, "extractor_kind": kind, "extractor_weights_hash": weights,
             "config_hash": config_hash(l1), "seed": l1.seed, "estimator": chosen,
         },
         config=cfg.to_dict()["scoring"]["lesson1"],

@@ -1,5 +1,11 @@
 """`irgpt fe-train`: (re-)train the Lesson 1 MAE with masking, a `TrainingJob` on Ray Train.
 
+Either extractor kind (`scoring.lesson1.extractor_kind`): a ViTMAE (random
+masking at `mask_ratio`; the result is a Hugging Face directory) or an InfMAE
+(the release's skip4 masking, or `fe_train.masking: random`; the result is
+`infmae.pth` in the release's checkpoint layout). Both start from `tiny` or
+from the weights `scoring.lesson1.extractor` names.
+
 docs/method.md "Lesson 1": the extractor is re-trained with masking on infrared
 and visible grayscale images. Training rows: `split == "train"`,
 `task == "caption"` (each scene image once; the instruction rows repeat the
@@ -110,7 +116,7 @@ class MaeJob(TrainingJob):
         import torch
         from ray.train.torch import get_device, prepare_model
 
-        from irgpt.models.mae import load_extractor, model_image_size, unwrap
+        from irgpt.models.mae import extractor_kind, load_extractor, unwrap
         from irgpt.train.dist import all_reduce
         from irgpt.train.schedule import warmup_cosine
 
@@ -123,9 +129,20 @@ class MaeJob(TrainingJob):
         if fe.batch_size % world:
             raise ValueError(f"fe_train.batch_size {fe.batch_size} is not divisible by {world} workers")
         self.local_batch = fe.batch_size // world
-        model = load_extractor(c["extractor"], image_size=c["image_size"], seed=fe.seed)
-        model.config.mask_ratio = fe.mask_ratio  # shared with the encoder's embeddings
-        self.size = model_image_size(model)
+        model = load_extractor(c["extractor"], image_size=c["image_size"], seed=fe.seed, kind=c["extractor_kind"])
+        self.kind = extractor_kind(model)
+        if self.kind == "infmae":
+            from dataclasses import replace as with_fields
+
+            model.config = with_fields(model.config, masking=fe.masking, mask_ratio=fe.mask_ratio)
+            # The flat 16x16 embedding only orders tokens for skip4 (an argsort, no gradient) and is
+            # unused by random masking: frozen, as it is in effect in the release (AdamW skips it there).
+            model.patch_embed.requires_grad_(False)
+            self.num_patches = model.config.grid ** 2
+        else:
+            model.config.mask_ratio = fe.mask_ratio  # shared with the encoder's embeddings
+            self.num_patches = model.vit.embeddings.patch_embeddings.num_patches
+        self.size = int(model.config.image_size)
         ids = training_image_ids(c["data_dir"])[rank::world]
         self.images, rejected = load_images(c["data_dir"], ids, self.size)
         self.n_min = int(all_reduce([len(self.images)], "min")[0])
@@ -138,7 +155,6 @@ class MaeJob(TrainingJob):
         self.ddp = prepare_model(model)  # moves to the device; DDP (gloo on CPU) when world > 1
         self.model = unwrap(self.ddp)
         self.device = get_device()
-        self.num_patches = self.model.vit.embeddings.patch_embeddings.num_patches
         self.opt = torch.optim.AdamW(self.ddp.parameters(), lr=fe.lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
         self.sched = warmup_cosine(self.opt, self.total_steps, WARMUP_FRACTION)
         self.history: list[dict] = []
@@ -154,16 +170,15 @@ class MaeJob(TrainingJob):
     def step(self, step: int) -> dict:
         import torch
 
-        from irgpt.models.mae import to_pixel_values
         from irgpt.train.dist import all_reduce
 
         epoch, s = divmod(step, self.steps_per_epoch)
         if s == 0:
             self._begin_epoch(epoch)
         idx = self.order[s * self.local_batch : (s + 1) * self.local_batch]
-        x = to_pixel_values(self.images[idx], self.size).to(self.device)
+        x = self._pixels(self.images[idx]).to(self.device)
         noise = torch.rand(x.shape[0], self.num_patches, generator=self.noise_gen).to(self.device)
-        loss = self.ddp(pixel_values=x, noise=noise).loss
+        loss = self.ddp(x, noise=noise)[0] if self.kind == "infmae" else self.ddp(pixel_values=x, noise=noise).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -179,6 +194,15 @@ class MaeJob(TrainingJob):
                              "lr_end": self.sched.get_last_lr()[0]})
         return self.history[-1]
 
+    def _pixels(self, images):
+        from irgpt.models import infmae
+        from irgpt.models.mae import to_pixel_values
+
+        if self.kind == "infmae":
+            return to_pixel_values(images, self.size, mean=infmae.PIXEL_MEAN, std=infmae.PIXEL_STD,
+                                   channels=self.model.config.in_chans)
+        return to_pixel_values(images, self.size)
+
     def checkpoint_due(self, done: int) -> bool:
         return done % self.steps_per_epoch == 0
 
@@ -188,7 +212,13 @@ class MaeJob(TrainingJob):
         if rank == 0:  # model and optimiser states are the same on every rank (DDP)
             torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                         "scheduler": self.sched.state_dict()}, directory / STATE_FILE)
-            if final:
+            if final and self.kind == "infmae":
+                from irgpt.models.infmae import INFMAE_FILE, save_infmae
+
+                (directory / MODEL_DIR).mkdir()
+                save_infmae(self.model, directory / MODEL_DIR / INFMAE_FILE, epoch=len(self.history) - 1,
+                            optimizer=self.opt.state_dict())
+            elif final:
                 self.model.save_pretrained(directory / MODEL_DIR)
         return {"history": self.history}
 
@@ -217,7 +247,7 @@ def fe_train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, epochs: 
     others start their own run. `fail_at_step` is the kill test hook
     (`irgpt.train.skeleton`). Returns the report written to `out_dir/fe_train.json`.
     """
-    from irgpt.models.mae import TINY_IMAGE_SIZE, load_extractor, weights_hash
+    from irgpt.models.mae import TINY_IMAGE_SIZE, extractor_kind, load_extractor, weights_hash
     from irgpt.train.skeleton import fit
 
     t_start = time.perf_counter()
@@ -227,25 +257,25 @@ def fe_train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, epochs: 
         raise CommandError(f"fe_train: epochs and num_workers must be >= 1, got {fe.epochs}, {fe.num_workers}")
     if fe.batch_size % fe.num_workers:
         raise CommandError(f"fe_train.batch_size={fe.batch_size} must be divisible by num_workers={fe.num_workers}")
-    if Path(l1.extractor).is_file():
-        raise CommandError(f"scoring.lesson1.extractor={l1.extractor} is an InfMAE checkpoint: `irgpt fe-train` "
-                           "re-trains the ViTMAE path only so far; score with the checkpoint directly "
-                           "(`irgpt score ir-vis --extractor FILE`)")
     data_dir, out = Path(data_dir).resolve(), Path(out_dir).resolve()
     ids = training_image_ids(data_dir)
     if len(ids) < fe.num_workers:
         raise CommandError(f"{data_dir}: {len(ids)} train caption rows in bands {list(FE_BANDS)}; need >= {fe.num_workers}")
-    init_weights = weights_hash(load_extractor(l1.extractor, image_size=TINY_IMAGE_SIZE, seed=fe.seed))
-    key = hashlib.sha256(json.dumps([asdict(fe), l1.extractor, init_weights, manifest_hash(data_dir)],
+    initial = load_extractor(l1.extractor, image_size=TINY_IMAGE_SIZE, seed=fe.seed, kind=l1.extractor_kind)
+    kind, init_weights = extractor_kind(initial), weights_hash(initial)
+    del initial
+    key = hashlib.sha256(json.dumps([asdict(fe), l1.extractor, kind, init_weights, manifest_hash(data_dir)],
                                     sort_keys=True).encode()).hexdigest()[:12]
     name = f"fe-train-{key}"
     out.mkdir(parents=True, exist_ok=True)
     t_ray = time.perf_counter()
     ensure_ray(cfg.ray)
     ray_start_s = time.perf_counter() - t_ray
-    log0(f"[fe_train] {len(ids)} images, {fe.epochs} epochs, {fe.num_workers} worker(s), extractor {l1.extractor}")
+    masking = fe.masking if kind == "infmae" else f"random {fe.mask_ratio}"
+    log0(f"[fe_train] {len(ids)} images, {fe.epochs} epochs, {fe.num_workers} worker(s), {kind} "
+         f"{l1.extractor}, masking {masking}")
     loop = {"job": "irgpt.train.mae_job:MaeJob", "fe_train": asdict(fe), "data_dir": str(data_dir),
-            "extractor": l1.extractor, "image_size": TINY_IMAGE_SIZE, "threads": 1,
+            "extractor": l1.extractor, "extractor_kind": kind, "image_size": TINY_IMAGE_SIZE, "threads": 1,
             "fail_at_step": fail_at_step, "fail_marker": str(out / "fail_marker") if fail_at_step else None}
     t_fit = time.perf_counter()
     result = fit(loop, name=name, storage=out / "ray", num_workers=fe.num_workers, use_gpu=fe.use_gpu,
@@ -255,6 +285,10 @@ def fe_train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, epochs: 
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError("fe_train: the run reported no checkpoint")
+    from irgpt.models.infmae import INFMAE_FILE
+
+    for stale in (INFMAE_FILE, "config.json", "model.safetensors"):  # an earlier run's model of the other kind
+        (out / stale).unlink(missing_ok=True)
     with result.checkpoint.as_directory() as ckpt:
         history = read_state(Path(ckpt), 0, name)["history"]
         for item in Path(ckpt, MODEL_DIR).iterdir():
@@ -269,7 +303,8 @@ def fe_train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, epochs: 
         "num_workers": fe.num_workers, "samples_per_s": round(train_samples / max(train_seconds, 1e-9), 1),
         "seconds": round(time.perf_counter() - t_start, 2), "fit_seconds": round(fit_s, 2),
         "ray_init_seconds": round(ray_start_s, 2), "train_loop_seconds": round(train_seconds, 2),
-        "seed": fe.seed, "config": asdict(fe), "extractor_init": l1.extractor, "data_dir": str(data_dir),
+        "seed": fe.seed, "config": asdict(fe), "extractor_init": l1.extractor, "extractor_kind": kind,
+        "masking": masking, "data_dir": str(data_dir),
         "weights_hash_before": init_weights, "weights_hash": weights, "ray_run": name,
         "ray_checkpoint": result.checkpoint.path,
     }

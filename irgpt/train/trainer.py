@@ -49,9 +49,17 @@ BASE_KEY_FILE = "irgpt_base.json"
 def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
     """The stage-1 starting point every rank loads (see module doc)."""
     if cfg.train.model != "tiny":
+        from irgpt.models.vlm import check_vlm_dir
+
         path = Path(cfg.train.model)
         if not path.is_dir():
             raise CommandError(f"train.model: model directory not found: {path}")
+        try:  # an unsupported family or tokenizer fails here, before any worker starts
+            found = check_vlm_dir(path, cfg.train.trust_remote_code, cfg.train.max_length)
+        except CommandError as exc:
+            raise CommandError(f"train.model: {exc}") from exc
+        log0(f"[train] {path}: {found['architecture']} (family {found['family']}), {found['num_image_tokens']} "
+             f"image tokens at {found['image_size']} px, prompt format {found['prompt_format']}")
         return path
     # What the tiny base depends on; a base built from other settings is rebuilt, never reused.
     dataset = contracts.read(contracts.DatasetManifest, data_dir)

@@ -7,39 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from families import make_hf_clip_dir
 
 from irgpt.models.clip import create_clip, load_clip, save_clip, tokenize_with_truncation
 from irgpt.models.weights import weights_hash
-
-WORDS = ("a thermal image with small medium large hot object on the left right top bottom person car dog "
-         "bus road street people infrared of in at scene").split()
-
-
-def make_hf_clip_dir(path, seed: int = 0):
-    """A tiny random-init `CLIPModel` saved with its own tokenizer and image processor."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>",
-        special_tokens=[("<|startoftext|>", vocab["<|startoftext|>"]), ("<|endoftext|>", vocab["<|endoftext|>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   bos_token="<|startoftext|>", eos_token="<|endoftext|>")
-    config = CLIPConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 77, "pad_token_id": 0,
-                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"]},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 2, "num_attention_heads": 2},
-        projection_dim=16)
-    torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -103,3 +103,45 @@ def test_a_killed_worker_is_survived_with_the_same_losses(tmp_path, ray_local):
     # the same settings and --out again: the finished run is restored, not retrained
     again = fe_train(cfg, data, tmp_path / "killed", epochs=3, num_workers=2)
     assert again["losses"] == killed["losses"] and again["weights_hash"] == killed["weights_hash"]
+
+
+@pytest.mark.slow
+def test_infmae_retrains_resumes_and_saves_the_release_layout(tmp_path, ray_local):
+    """A tiny InfMAE (the release's topology) with skip4 masking on 2 workers, the last
+    rank killed mid-run: the same losses as uninterrupted; the result is the release's
+    checkpoint layout, loads strictly, scores, and re-trains from that file (random masking)."""
+    import torch
+
+    from irgpt.models.infmae import INFMAE_FILE, InfMAE, load_infmae
+    from irgpt.models.mae import extract_features, load_extractor, weights_hash
+    from irgpt.train.mae_job import fe_train
+
+    data = tmp_path / "data"
+    make_dataset(data)
+    sets = ["scoring.lesson1.fe_train.batch_size=16", "scoring.lesson1.fe_train.max_failures=1",
+            "scoring.lesson1.extractor_kind=infmae"]
+    cfg = load_config(None, sets)
+    reference = fe_train(cfg, data, tmp_path / "ref", epochs=3, num_workers=2)
+    assert reference["extractor_kind"] == "infmae" and reference["masking"] == "skip4"
+    assert reference["losses"][-1] < reference["losses"][0]
+    killed = fe_train(cfg, data, tmp_path / "killed", epochs=3, num_workers=2, fail_at_step=7)
+    assert (tmp_path / "killed" / "fail_marker").is_file()
+    np.testing.assert_allclose(killed["losses"], reference["losses"], rtol=1e-6)
+    assert killed["weights_hash"] == reference["weights_hash"]
+
+    file = tmp_path / "ref" / INFMAE_FILE
+    ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    assert set(ckpt) == {"model", "optimizer", "epoch", "args"} and isinstance(ckpt["args"], argparse.Namespace)
+    assert ckpt["epoch"] == 2 and "state" in ckpt["optimizer"]
+    model = load_infmae(file, need_decoder=True)  # strict, decoder included
+    assert weights_hash(model) == reference["weights_hash"]
+    assert isinstance(load_extractor(str(tmp_path / "ref")), InfMAE)
+    feats = extract_features(model, np.zeros((3, 48, 48), np.uint8))
+    assert feats.shape == (3, 64) and np.isfinite(feats).all()
+
+    again = load_config(None, sets + [f"scoring.lesson1.extractor={file}", "scoring.lesson1.fe_train.masking=random"])
+    cont = fe_train(again, data, tmp_path / "cont", epochs=1, num_workers=1)
+    assert cont["weights_hash_before"] == reference["weights_hash"] and cont["masking"] == "random"
+    assert cont["weights_hash"] != reference["weights_hash"]
+    with pytest.raises(Exception, match="extractor_kind is vitmae, but it holds an InfMAE checkpoint"):
+        load_extractor(str(file), kind="vitmae")
