@@ -190,4 +190,4 @@ def make_hf_clip_dir(path, seed: int = 0):
 BUILDERS = {"internvl": build_internvl, "llava15": build_llava15, "qwen2_vl": build_qwen2_vl,
             "qwen2_5_vl": build_qwen2_5_vl}
 """The slow suite trains the first three; Qwen2.5-VL shares Qwen2-VL's input path
-and is checked in process (tests/models/test_families.py)."""
+and is checked in process (tests/models/test_family_inputs.py)."""

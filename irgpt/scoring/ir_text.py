@@ -39,6 +39,7 @@ from irgpt.ray_utils import ensure_ray, warn_untrained
 from irgpt.scoring.base import Scorer
 from irgpt.scoring.pipeline import (
     attach_data_column,
+    part_nodes,
     read_rejects_parts,
     run_pass,
     write_score_parts,
@@ -229,6 +230,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
         medians={"alpha_pos": medians[0], "neg_alpha_nonpos": medians[1]},
         weights=cfg.to_dict()["scoring"]["lesson2"]["weights"],
         rank_by=l2.rank_by,
+        ray_nodes=part_nodes(out_dir / "_before", out_dir / "_after"),
         config=cfg.to_dict()["scoring"]["lesson2"],
         summary=summarize(table),
         seconds=round(time.perf_counter() - t_start, 2),

@@ -44,6 +44,7 @@ from irgpt.scoring import mmd
 from irgpt.scoring.base import Scorer
 from irgpt.scoring.pipeline import (
     attach_data_column,
+    part_nodes,
     read_rejects_parts,
     run_pass,
     write_score_parts,
@@ -283,6 +284,7 @@ def score_ir_vis(
         },
         config=cfg.to_dict()["scoring"]["lesson1"],
         stats=stats,
+        ray_nodes=part_nodes(*feature_dirs, *vis_dirs),
         summary=summarize(out),
         seconds=round(time.perf_counter() - t_start, 2),
     )

@@ -66,7 +66,10 @@ class _PartWorker:
         self.columns = columns
 
     def __call__(self, batch: dict) -> dict:
-        summaries = {"part": [], "rows_in": [], "rows_out": [], "rejected": [], "seconds": []}
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        summaries = {"part": [], "rows_in": [], "rows_out": [], "rejected": [], "seconds": [], "node": []}
         for i in range(len(batch["part"])):
             spec = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
             t0 = time.perf_counter()
@@ -77,12 +80,14 @@ class _PartWorker:
             rej_rows = [{**{n: None for n in REJECTS_SCHEMA.names}, "source_file": spec["file"], **r} for r in rejects]
             write_table(self.out_dir / STATE_DIR / f"rejects-{part:05d}.parquet",
                         pa.Table.from_pylist(rej_rows, schema=REJECTS_SCHEMA))
+            atomic_write_json(self.out_dir / STATE_DIR / f"node-{part:05d}.json", {"part": part, "node": node})
             write_table(self.out_dir / shard_name(part), out)  # the commit point
             summaries["part"].append(part)
             summaries["rows_in"].append(table.num_rows)
             summaries["rows_out"].append(out.num_rows)
             summaries["rejected"].append(len(rejects))
             summaries["seconds"].append(time.perf_counter() - t0)
+            summaries["node"].append(node)
         return summaries
 
 
@@ -154,9 +159,21 @@ def run_pass(
                  f"{summary['rejected']} rejected, {rate:.0f} rows/s ({done}/{len(parts)})")
     seconds = time.perf_counter() - t0
     rejects = merge_rejects(out_dir, len(parts))
+    nodes = part_nodes(out_dir)
     log0(f"[{name}] finished: {rows} rows scored in {seconds:.1f}s "
          f"({rows / max(seconds, 1e-9):.0f} rows/s), {len(parts)} parts, {rejects} rejected in total")
-    return {"parts": len(parts), "rows_scored_now": rows, "seconds": seconds, "rejected": rejects}
+    return {"parts": len(parts), "rows_scored_now": rows, "seconds": seconds, "rejected": rejects, "nodes": nodes}
+
+
+def part_nodes(*out_dirs: str | Path) -> dict[str, int]:
+    """Ray node id -> committed parts it scored in these passes (recorded beside each part,
+    before its commit; kept across resumptions). Score manifests carry it as `ray_nodes`."""
+    counts: dict[str, int] = {}
+    for out_dir in out_dirs:
+        for path in sorted((Path(out_dir) / STATE_DIR).glob("node-*.json")):
+            node = json.loads(path.read_text())["node"]
+            counts[node] = counts.get(node, 0) + 1
+    return counts
 
 
 def read_rejects_parts(out_dirs: list[Path]) -> pa.Table:

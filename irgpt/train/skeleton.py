@@ -154,9 +154,10 @@ def _wait_reports_taken(timeout_s: float = 120.0) -> None:
 
 def run_worker(config: dict) -> None:
     """`train_loop_per_worker` of every job (module doc)."""
+    import ray
     import ray.train
 
-    from irgpt.train.dist import rank_world
+    from irgpt.train.dist import gather_objects, rank_world
 
     rank, world = rank_world()
     job = job_class(config["job"])(config)
@@ -179,7 +180,9 @@ def run_worker(config: dict) -> None:
         fail(done)
         if done < job.total_steps and job.checkpoint_due(done):
             checkpoint(job, done, rank, world, config["run_name"], metrics)
-    checkpoint(job, done, rank, world, config["run_name"], job.finish(), final=True)
+    final = job.finish()
+    final["ray_nodes"] = sorted(set(gather_objects(ray.get_runtime_context().get_node_id())))
+    checkpoint(job, done, rank, world, config["run_name"], final, final=True)
     job.close()
 
 

@@ -256,6 +256,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "seconds": round(seconds, 2),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "model": metrics["model"],
+        "ray_nodes": metrics.get("ray_nodes"),
         "metrics": str(out_dir / "metrics.jsonl"),
         "truncated": metrics.get("num_truncated", 0),
         "batch": arith.to_dict(),

@@ -1,6 +1,6 @@
 """The family stand-ins in process: specs derived from the files, image inputs, prompts, freezing.
 
-The slow counterpart (tests/train/test_families.py) trains, evaluates and
+The slow counterpart (tests/train/test_family_training.py) trains, evaluates and
 reloads them through the CLI.
 """
 

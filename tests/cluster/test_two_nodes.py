@@ -1,0 +1,105 @@
+"""Two Ray nodes on this machine: the smoke pipeline spreads over both and gives the one-node results.
+
+A head (`ray start --head --num-cpus 1`) and a second node (`ray start
+--address HEAD --num-cpus 1`), each with its own `--temp-dir` and a custom
+resource naming it. One CPU each, so the two scoring actors of each pass
+(`pool.concurrency=2`, one CPU each) and the two Train workers
+(`train.num_workers=2`) cannot share a node. The smoke pipeline goes in
+with `ray job submit`; the score manifests (`ray_nodes`) and the training
+summary must name both nodes. The same config then runs on one local node
+with 2 CPUs: score tables and tier assignments byte-identical, final stage-1
+loss within 1e-6. Both nodes share this machine's disk, as pods share a
+volume (docs/kuberay.md); `ray stop --force` afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from test_job_submit import RAY, REPO, free_port
+
+SETS = ["train.num_workers=2", "scoring.lesson1.pool.concurrency=2", "scoring.lesson2.pool.concurrency=2",
+        "scoring.lesson1.pool.part_rows=64", "scoring.lesson2.pool.part_rows=64",
+        "run.stages=[synth,fe_train,score_l1,clip_warmup,score_l2,tier,train_stage1]"]
+
+
+def _sets(run_root: Path) -> list[str]:
+    return [a for item in SETS + [f"run.root={run_root}", "run.name=two"] for a in ("--set", item)]
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("part-*.parquet"))
+            if not p.relative_to(directory).parts[0].startswith("_")}  # not _features, _before, _state
+
+
+def _nodes(env, address: str) -> set[str]:
+    code = ("import json, ray; ray.init(address='%s', logging_level='ERROR'); "
+            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.cluster
+def test_two_nodes_give_the_one_node_results(tmp_path):
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    # Short temp dirs: Ray's socket paths must stay under 107 characters.
+    head_tmp, node_tmp = tempfile.mkdtemp(prefix="irgpt-h"), tempfile.mkdtemp(prefix="irgpt-n")
+    head = [RAY, "start", "--head", "--num-cpus", "1", "--resources", '{"irgpt_head": 1}', "--temp-dir", head_tmp,
+            "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+            "--include-dashboard", "true", "--disable-usage-stats"]
+    second = [RAY, "start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", "--resources",
+              '{"irgpt_second": 1}', "--temp-dir", node_tmp, "--disable-usage-stats"]
+    try:
+        subprocess.run(head, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        subprocess.run(second, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        nodes = _nodes(env, f"127.0.0.1:{gcs}")
+        assert len(nodes) == 2
+        runtime_env = {"excludes": [".venv", "runs", ".git", "**/__pycache__"],
+                       "env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}}
+        submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
+                  "--runtime-env-json", json.dumps(runtime_env), "--",
+                  "python", "jobs/pipeline.py", "--config", "configs/smoke.yaml", *_sets(tmp_path / "two-node")]
+        for _attempt in range(24):  # the head's job agent may need a while after `ray start`
+            job = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
+            out = job.stdout + job.stderr
+            if "No available agent to submit job" not in out:
+                break
+            time.sleep(5)
+        assert job.returncode == 0, out[-4000:]
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+    two = tmp_path / "two-node" / "two"
+    for scores in ("scores_l1", "scores_l2"):
+        used = json.loads((two / scores / "manifest.json").read_text())["ray_nodes"]
+        assert set(used) == nodes, (scores, used)  # both nodes scored parts
+    summary = json.loads((two / "train" / "summary.json").read_text())
+    assert set(summary["stage1"]["ray_nodes"]) == nodes  # one Train worker on each node
+
+    one_env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
+    local = subprocess.run([sys.executable, "jobs/pipeline.py", "--config", "configs/smoke.yaml",
+                            *_sets(tmp_path / "one-node")], env=one_env, cwd=REPO, capture_output=True, text=True,
+                           timeout=1500)
+    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
+    one = tmp_path / "one-node" / "two"
+    assert len(json.loads((one / "scores_l1" / "manifest.json").read_text())["ray_nodes"]) == 1
+    for output in ("scores_l1", "scores_l2", "tiers"):
+        got, want = _files(two / output), _files(one / output)
+        assert got and list(got) == list(want), output
+        assert got == want, f"{output}: the two-node files differ from the one-node run's"
+    one_summary = json.loads((one / "train" / "summary.json").read_text())
+    assert summary["stage1"]["final_val_loss"] == pytest.approx(one_summary["stage1"]["final_val_loss"], abs=1e-6)
+    assert summary["stage1"]["steps"] == one_summary["stage1"]["steps"] > 0
+    last = [json.loads(line)["loss"] for run in (two, one)
+            for line in (run / "train" / "stage1" / "metrics.jsonl").read_text().splitlines()[-1:]]
+    assert last[0] == pytest.approx(last[1], abs=1e-6)  # the final step's training loss
