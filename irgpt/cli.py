@@ -46,9 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_uris(argv: list[str]) -> None:
+    """Path flags take local (or shared-volume) paths; an `s3://` would become a local folder `s3:`."""
+    from irgpt.config import URI
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag.startswith("--") and flag != "--set" and URI.match(value):
+            raise CommandError(f"{flag} {value}: object-storage URIs are not supported for paths yet (only "
+                               f"train.storage_path); use a volume every node mounts (docs/kuberay.md)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        _refuse_uris(sys.argv[1:] if argv is None else list(argv))
+    except CommandError as exc:
+        print(f"irgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
     def command() -> int:
         try:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,13 @@ from irgpt.config.train_sections import (
 )
 
 
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+"""A URI with a scheme (s3://, gs://, hdfs://, file://...)."""
+LOCAL_PATH_KEYS = ("data.dir", "run.root", "scoring.lesson1.extractor", "scoring.lesson1.visible_data",
+                   "scoring.lesson2.model", "scoring.lesson2.pretrained", "train.model", "eval.bench_dir")
+"""Config paths that must be local or on a shared volume (object storage: train.storage_path only)."""
+
+
 @dataclass
 class Config:
     """The whole tree; every YAML under configs/ loads into it."""
@@ -53,6 +61,17 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        for key in LOCAL_PATH_KEYS:
+            section, name = key.rsplit(".", 1)
+            obj = self
+            for part in section.split("."):
+                obj = getattr(obj, part)
+            value = getattr(obj, name)
+            if isinstance(value, str) and URI.match(value):
+                raise ValueError(f"{key}: {value!r} is an object-storage URI; only train.storage_path may be one so "
+                                 f"far. Put this path on a volume every node mounts (docs/kuberay.md)")
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -15,6 +15,10 @@ never read.
 `train.tiny_lm.batch_size` sequences drawn with a seeded generator, linear
 warm-up then cosine decay (`transformers.get_cosine_schedule_with_warmup`).
 Applies to `train.model: tiny` only; a real checkpoint is never touched.
+It runs on one intra-op thread: float sums split over another number of
+threads round differently, and the base model must be the same bits wherever
+the driver runs (a laptop, a `ray job submit` entrypoint; the two-node
+cluster test compares a job's run with a local one).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ def warm_start(model, tokenizer, conversations: list, *, steps: int, lr: float, 
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
     losses, t0 = [], time.perf_counter()
     model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for _ in range(steps):
             pick = torch.randint(len(seqs), (batch_size,), generator=gen).tolist()
@@ -81,6 +87,7 @@ def warm_start(model, tokenizer, conversations: list, *, steps: int, lr: float, 
             sched.step()
             losses.append(float(loss.detach()))
     finally:
+        torch.set_num_threads(threads)
         for p, g in zip(params, grads):
             p.requires_grad_(g)
         model.train(was_training)

@@ -138,3 +138,16 @@ def test_duplicate_keys_and_undecodable_files_are_refused(tmp_path):
     bad.write_bytes(b"train:\n  model: \xff\xfe\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: not UTF-8 text \(byte 16"):
         load_config(bad)
+
+
+def test_object_storage_uris_are_refused_where_only_local_paths_work(capsys):
+    """s3:// for data or run paths would become a local folder `s3:`: refused, naming the key or flag."""
+    from irgpt.cli import main
+
+    with pytest.raises(ConfigError, match=r"data.dir: 's3://bucket/data' is an object-storage URI"):
+        load_config(None, ["data.dir=s3://bucket/data"])
+    with pytest.raises(ConfigError, match="train.model: 'gs://b/m' is an object-storage URI"):
+        load_config(None, ["train.model=gs://b/m"])
+    assert load_config(None, ["train.storage_path=s3://bucket/ray"]).train.storage_path == "s3://bucket/ray"
+    assert main(["tier", "--data", "s3://bucket/data", "--scores", "x", "--out", "y"]) == 2
+    assert "--data s3://bucket/data: object-storage URIs are not supported for paths yet" in capsys.readouterr().err
