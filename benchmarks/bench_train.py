@@ -16,10 +16,9 @@ load hits every kind:
   plain             again
   ray 2w ZeRO-2     train.num_workers=2 (accumulation 2 per worker), the same 2 cores
   plain             again
-Step time on the Ray side: rank 0 stamps `time.perf_counter()` and
-`time.process_time()` into each per-step metrics record (a wrapper of
-`train_loop_per_worker` patches `MetricsLog.step` in the worker; the loop
-itself is unchanged), so a step is the gap between consecutive records:
+Step time on the Ray side: rank 0's per-step metrics records carry `time`
+(`time.time()`), `cpu_s` (`time.process_time()`) and `threads`, so a step
+is the gap between consecutive records:
 batch fetch, collation, the N all-reduce, GAS forward/backward, the DeepSpeed
 step and the loss all-reduce. The plain loop times the same span per step.
 Both wall time and the process's CPU time per step are reported: on a
@@ -49,45 +48,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/builders.py: hand-made inputs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
-IR_BANDS = ["nir", "swir", "mwir", "lwir"]
-
-
-def timed_train_loop(config: dict) -> None:
-    """`train_loop_per_worker`, with a perf_counter stamp and the thread count in each step record."""
-    import time
-
-    import torch
-
-    from irgpt.train import loop, metrics
-
-    original = metrics.MetricsLog.step
-
-    def step(self, record):
-        original(self, {**record, "t": time.perf_counter(), "cpu": time.process_time(),
-                        "torch_threads": torch.get_num_threads()})
-
-    metrics.MetricsLog.step = step
-    loop.train_loop_per_worker(config)
 
 
 def make_data(root: Path) -> dict:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from builders import write_l1_scores, write_l2_scores
+    from builders import synthetic_tiers
 
-    from irgpt.config import load_config
-    from irgpt.curriculum.tiers import build_tiers
-    from irgpt.data.io import read_table
-    from irgpt.data.synth import SynthConfig, synthesize
-
-    synthesize(SynthConfig(num_samples=40, seed=7, num_workers=1), root / "S", progress=False)
-    t = read_table(root / "S", ["sample_id", "band", "task"])
-    keep = pc.and_(pc.is_in(t["band"], value_set=pa.array(IR_BANDS)), pc.equal(t["task"], "caption"))
-    ids = sorted(t.filter(keep)["sample_id"].to_pylist())
-    write_l1_scores(root / "L1", ids)
-    write_l2_scores(root / "L2", ids)
-    build_tiers(root / "S", [root / "L1", root / "L2"], root / "T", load_config(None, []).curriculum, overwrite=True)
-    return {"samples": root / "S", "tiers": root / "T"}
+    return synthetic_tiers(root, num_samples=40, seed=7)
 
 
 def stats(seconds: list[float], cpu: list[float], skip: int) -> dict:
@@ -202,16 +168,15 @@ def run_ray(data: dict, root: Path, workers: int, zero: int, epochs: int, skip: 
 
     cfg = cfg_for(workers, zero, epochs)
     run = root / f"ray_{workers}w_z{zero}"
-    trainer.train_loop_per_worker = timed_train_loop  # run_stage looks the name up at call time
     t0 = time.perf_counter()
     summary = trainer.train(cfg, "1", data["samples"], data["tiers"], run)
     wall = time.perf_counter() - t0
     records = [r for r in read_metrics(run / "stage1" / "metrics.jsonl") if "loss" in r]
     # step 1's span (from the end of the first val pass) is not stamped: the gaps start at step 2
-    gaps = [b["t"] - a["t"] for a, b in zip(records, records[1:])]
-    cpu = [b["cpu"] - a["cpu"] for a, b in zip(records, records[1:])]
+    gaps = [b["time"] - a["time"] for a, b in zip(records, records[1:])]
+    cpu = [b["cpu_s"] - a["cpu_s"] for a, b in zip(records, records[1:])]
     return {"kind": f"ray {workers}w ZeRO-{zero}", "workers": workers, "zero_stage": zero,
-            "worker_torch_threads": records[0]["torch_threads"], "wall_s": round(wall, 2),
+            "worker_torch_threads": records[0]["threads"], "wall_s": round(wall, 2),
             "fit_s": summary["stage1"]["seconds"], "steps": len(records), **stats(gaps, cpu, max(0, skip - 1)),
             "losses": [r["loss"] for r in records]}
 
@@ -235,7 +200,6 @@ def main(argv=None) -> int:
     from irgpt.ray_utils import ensure_ray
     from irgpt.train.trainer import prepare_base_model
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get timed_train_loop by value
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
     data = make_data(root)
     base = prepare_base_model(cfg_for(1, 0, args.epochs), data["samples"], root / "base")

@@ -132,3 +132,26 @@ def _write_scores(directory, table: pa.Table, kind: str, shard_rows: int, proven
     write_manifest(directory, base_manifest("scores", lesson=kind[-2:], num_rows=table.num_rows, rejected=0,
                                             columns=table.column_names, config_hash=f"{kind}-handmade",
                                             provenance=provenance, seed=seed))
+
+
+def synthetic_tiers(root: str | Path, num_samples: int, seed: int, curriculum=None) -> dict:
+    """A synthetic dataset (`root/S`), hand-made Lesson 1/2 scores of its infrared caption rows
+    (`root/L1`, `root/L2`) and their tiers (`root/T`; `curriculum` or the default config's):
+    training inputs without running a scorer. Returns {"root", "samples", "tiers"}."""
+    import pyarrow.compute as pc
+
+    from irgpt.config import load_config
+    from irgpt.curriculum.tiers import build_tiers
+    from irgpt.data.io import read_table
+    from irgpt.data.synth import SynthConfig, synthesize
+
+    root = Path(root)
+    synthesize(SynthConfig(num_samples=num_samples, seed=seed, num_workers=1), root / "S", progress=False)
+    t = read_table(root / "S", ["sample_id", "band", "task"])
+    keep = pc.and_(pc.is_in(t["band"], value_set=pa.array(IR_BANDS)), pc.equal(t["task"], "caption"))
+    ids = sorted(t.filter(keep)["sample_id"].to_pylist())
+    write_l1_scores(root / "L1", ids)
+    write_l2_scores(root / "L2", ids)
+    build_tiers(root / "S", [root / "L1", root / "L2"], root / "T", curriculum or load_config(None, []).curriculum,
+                overwrite=True)
+    return {"root": root, "samples": root / "S", "tiers": root / "T"}

@@ -39,7 +39,6 @@ from irgpt.config.train_sections import (
     TuneConfig,
 )
 
-
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 """A URI with a scheme (s3://, gs://, hdfs://, file://...)."""
 LOCAL_PATH_KEYS = ("data.dir", "run.root", "scoring.lesson1.extractor", "scoring.lesson1.visible_data",

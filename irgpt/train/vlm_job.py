@@ -252,7 +252,8 @@ class VlmJob(TrainingJob):
         self.done = done = step + 1
         step_loss = all_reduce([step_loss])[0]  # = Eq. 6 loss of the global batch
         record = {"stage": self.stage, "global_step": done, "epoch": epoch, "tier": tier,
-                  "step_in_tier": step_in_tier, "loss": step_loss, "lr": float(engine.get_lr()[0])}
+                  "step_in_tier": step_in_tier, "loss": step_loss, "lr": float(engine.get_lr()[0]),
+                  "time": time.time(), "cpu_s": time.process_time(), "threads": torch.get_num_threads()}
         self.log.step(record)
         if done % cfg.train.log_every == 0 or done == self.total_steps:
             dt = time.perf_counter() - self.t_last

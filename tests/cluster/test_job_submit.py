@@ -28,6 +28,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RUNTIME_ENV = {"excludes": [".venv", "runs", ".git", "**/__pycache__"],
+               "env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}}
+
+
+def submit(env: dict, dashboard_port: int, entrypoint: list[str]) -> subprocess.CompletedProcess:
+    """`ray job submit` of `entrypoint` with this checkout as the working dir; retried while
+    the head's job agent is not up yet (it may need a while after `ray start`)."""
+    cmd = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}", "--working-dir", ".",
+           "--runtime-env-json", json.dumps(RUNTIME_ENV), "--", *entrypoint]
+    for _attempt in range(24):
+        job = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
+        if "No available agent to submit job" not in job.stdout + job.stderr:
+            break
+        time.sleep(5)
+    return job
+
+
 @pytest.mark.cluster
 def test_ray_job_submit_runs_the_pipeline(tmp_path):
     # As after `. .venv/bin/activate`: the head (and so the job's `python`) is the venv's.
@@ -40,18 +57,9 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
              "--include-dashboard", "true", "--disable-usage-stats"]
     subprocess.run(start, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
     try:
-        runtime_env = {"excludes": [".venv", "runs", ".git", "**/__pycache__"],
-                       "env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}}
-        submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
-                  "--runtime-env-json", json.dumps(runtime_env), "--",
-                  "python", "jobs/pipeline.py", "--config", "configs/smoke.yaml",
-                  "--set", f"run.root={tmp_path}", "--set", "run.name=job"]
-        for _attempt in range(24):  # the head's job agent may need a while after `ray start`
-            job = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-            out = job.stdout + job.stderr
-            if "No available agent to submit job" not in out:
-                break
-            time.sleep(5)
+        job = submit(env, dash, ["python", "jobs/pipeline.py", "--config", "configs/smoke.yaml",
+                                 "--set", f"run.root={tmp_path}", "--set", "run.name=job"])
+        out = job.stdout + job.stderr
         assert job.returncode == 0, out[-4000:]
         assert "succeeded" in out.lower(), out[-4000:]  # "Job 'raysubmit_...' succeeded"
         assert "[pipeline] report: done" in out  # the job's logs streamed back

@@ -19,11 +19,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from test_job_submit import RAY, REPO, free_port
+from test_job_submit import RAY, REPO, free_port, submit
 
 SETS = ["train.num_workers=2", "scoring.lesson1.pool.concurrency=2", "scoring.lesson2.pool.concurrency=2",
         "scoring.lesson1.pool.part_rows=64", "scoring.lesson2.pool.part_rows=64",
@@ -40,8 +39,8 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def _nodes(env, address: str) -> set[str]:
-    code = ("import json, ray; ray.init(address='%s', logging_level='ERROR'); "
-            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address)
+    code = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -64,18 +63,9 @@ def test_two_nodes_give_the_one_node_results(tmp_path):
         subprocess.run(second, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
         nodes = _nodes(env, f"127.0.0.1:{gcs}")
         assert len(nodes) == 2
-        runtime_env = {"excludes": [".venv", "runs", ".git", "**/__pycache__"],
-                       "env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}}
-        submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
-                  "--runtime-env-json", json.dumps(runtime_env), "--",
-                  "python", "jobs/pipeline.py", "--config", "configs/smoke.yaml", *_sets(tmp_path / "two-node")]
-        for _attempt in range(24):  # the head's job agent may need a while after `ray start`
-            job = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-            out = job.stdout + job.stderr
-            if "No available agent to submit job" not in out:
-                break
-            time.sleep(5)
-        assert job.returncode == 0, out[-4000:]
+        job = submit(env, dash, ["python", "jobs/pipeline.py", "--config", "configs/smoke.yaml",
+                                 *_sets(tmp_path / "two-node")])
+        assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 

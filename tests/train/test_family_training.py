@@ -18,7 +18,6 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-IR_BANDS = ["nir", "swir", "mwir", "lwir"]
 TRAIN_SETS = ["train.num_workers=1",
               "train.stage1.micro_batch_size=4", "train.stage1.global_batch_size=8",
               "train.stage2.micro_batch_size=4", "train.stage2.global_batch_size=8", "train.stage2.epochs=1",
@@ -27,24 +26,9 @@ TRAIN_SETS = ["train.num_workers=1",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from builders import write_l1_scores, write_l2_scores
+    from builders import synthetic_tiers
 
-    from irgpt.config import load_config
-    from irgpt.curriculum.tiers import build_tiers
-    from irgpt.data.io import read_table
-    from irgpt.data.synth import SynthConfig, synthesize
-
-    root = tmp_path_factory.mktemp("families")
-    synthesize(SynthConfig(num_samples=16, seed=3, num_workers=1), root / "S", progress=False)
-    t = read_table(root / "S", ["sample_id", "band", "task"])
-    ir_caption = pc.and_(pc.is_in(t["band"], value_set=pa.array(IR_BANDS)), pc.equal(t["task"], "caption"))
-    ids = sorted(t.filter(ir_caption)["sample_id"].to_pylist())
-    write_l1_scores(root / "L1", ids)
-    write_l2_scores(root / "L2", ids)
-    build_tiers(root / "S", [root / "L1", root / "L2"], root / "T", load_config(None, []).curriculum, overwrite=True)
-    return {"root": root, "samples": root / "S", "tiers": root / "T"}
+    return synthetic_tiers(tmp_path_factory.mktemp("families"), num_samples=16, seed=3)
 
 
 def _sets(items: list[str]) -> list[str]:

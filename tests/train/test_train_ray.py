@@ -18,7 +18,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-IR_BANDS = ["nir", "swir", "mwir", "lwir"]
 CHECKPOINT_EVERY = 3
 FAIL_AT = 5
 OVERRIDES = [
@@ -39,23 +38,9 @@ def config(*extra: str):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     """Synthetic samples + hand-made Lesson 1/2 scores + tiers (no scorer, no Ray)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from builders import write_l1_scores, write_l2_scores
+    from builders import synthetic_tiers
 
-    from irgpt.curriculum.tiers import build_tiers
-    from irgpt.data.io import read_table
-    from irgpt.data.synth import SynthConfig, synthesize
-
-    root = tmp_path_factory.mktemp("train_ray")
-    synthesize(SynthConfig(num_samples=40, seed=7, num_workers=1), root / "S", progress=False)
-    t = read_table(root / "S", ["sample_id", "band", "task"])
-    ir_caption = pc.and_(pc.is_in(t["band"], value_set=pa.array(IR_BANDS)), pc.equal(t["task"], "caption"))
-    ids = sorted(t.filter(ir_caption)["sample_id"].to_pylist())
-    write_l1_scores(root / "L1", ids)
-    write_l2_scores(root / "L2", ids)
-    build_tiers(root / "S", [root / "L1", root / "L2"], root / "T", config().curriculum, overwrite=True)
-    return {"root": root, "samples": root / "S", "tiers": root / "T"}
+    return synthetic_tiers(tmp_path_factory.mktemp("train_ray"), num_samples=40, seed=7, curriculum=config().curriculum)
 
 
 @pytest.fixture(scope="module")
