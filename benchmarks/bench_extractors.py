@@ -1,6 +1,6 @@
 """Lesson 1 quality of the two tiny extractors side by side: ViTMAE vs InfMAE (release topology).
 
-    .venv/bin/python benchmarks/bench_extractors.py   # writes benchmarks/results/extractors.json
+    .venv/bin/python benchmarks/bench_extractors.py [--out PATH]   # default benchmarks/results/extractors.json
 
 The acceptance data of the Lesson 1 slow test (`irgpt data synth --num-samples
 400 --seed 11`), default config: `fe_train` (18 epochs, batch 64, 1 worker)
@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
+    import argparse
+
     from scipy.stats import spearmanr
 
     from irgpt.config import RayConfig, load_config
@@ -38,6 +40,9 @@ def main() -> None:
     from irgpt.scoring.ir_vis import score_ir_vis
     from irgpt.train.mae_job import fe_train
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "extractors.json"))
+    args = parser.parse_args()
     ensure_ray(RayConfig(address=None, num_cpus=2))
     out: dict = {"data": "synth --num-samples 400 --seed 11", "load_average_start": os.getloadavg(), "kinds": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +67,7 @@ def main() -> None:
             }
             print(kind, json.dumps(out["kinds"][kind]), flush=True)
     out["load_average_end"] = os.getloadavg()
-    dest = ROOT / "benchmarks" / "results" / "extractors.json"
+    dest = Path(args.out)
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {dest}")
 
