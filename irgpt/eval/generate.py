@@ -17,10 +17,13 @@ from pathlib import Path
 
 from irgpt.errors import CommandError
 from irgpt.eval.tasks import BENCHMARK_TASKS
-from irgpt.models.tokenizer import ANSWER_TAGS  # kept when decoding, even if marked special
+from irgpt.models.tokenizer import (  # answer tags are kept when decoding, even if marked special
+    ANSWER_TAGS,
+    END_OF_TURN_TOKENS,
+    special_tokens,
+)
 from irgpt.ray_utils import log0
 
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 """Chat-template turn ends that also stop generation when the tokenizer has them as special tokens."""
 _ERROR_CHARS = 300
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -75,7 +78,7 @@ def stop_and_drop_ids(tokenizer, generation_eos=None, pad_id: int | None = None)
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     added_special = {int(i): getattr(tok, "content", str(tok))
                      for i, tok in added.items() if getattr(tok, "special", False)}
-    special = set(tokenizer.all_special_tokens) | set(added_special.values())
+    special = special_tokens(tokenizer)
     stops = _ids(generation_eos) + _ids(tokenizer.eos_token_id)
     for token in END_OF_TURN_TOKENS:
         tid = _token_id(tokenizer, token) if token in special else None

@@ -25,8 +25,9 @@ renders growing prefixes of the conversation; each turn adds one segment.
 Message content is passed as a string, or as `[{"type": "text", "text": ...}]`
 where the template reads only lists (LLaVA-1.5 and InternVL in transformers
 ship such templates); the `<image>` placeholder stays in the text and becomes
-the image block. An answer segment the template does not end with the
-tokenizer's eos token gets one, so the model learns to stop.
+the image block. An answer segment the template ends with neither the
+tokenizer's eos token nor a turn-end special token (`<|im_end|>`, ...) gets the
+eos, so the model learns to stop.
 
 Truncation (`max_length`): the sequence is cut at the end, so answers lose
 their tail; the prompt of the first turn (which holds the image tokens) is
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irgpt.errors import CommandError
-from irgpt.models.tokenizer import IMAGE, conversation_segments
+from irgpt.models.tokenizer import END_OF_TURN_TOKENS, IMAGE, conversation_segments, special_tokens
 from irgpt.models.vlm import VLMInputSpec
 
 IGNORE_INDEX = -100
@@ -90,6 +91,9 @@ class VLMCollator:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad if pad is not None else 0)
         self.content_as_list = spec.prompt_format == "chat_template" and self._template_reads_lists()
+        special = special_tokens(tokenizer)
+        self.answer_ends = [t for t in (tokenizer.eos_token, *END_OF_TURN_TOKENS)
+                            if t and (t == tokenizer.eos_token or t in special)]
         self.reset_counters()
 
     def _template_reads_lists(self) -> bool:
@@ -146,7 +150,7 @@ class VLMCollator:
                                    "use the irgpt prompt format")
             added = text[len(previous):]
             previous = text
-            if role == "assistant" and tok.eos_token and tok.eos_token not in added:
+            if role == "assistant" and tok.eos_token and not any(t in added for t in self.answer_ends):
                 added += tok.eos_token  # the template does not end answers: the model must learn to stop
             segs.append((added, role == "assistant"))
             if not with_answers:

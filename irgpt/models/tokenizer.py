@@ -33,6 +33,9 @@ PAD, UNK, BOS, EOS, IMAGE = "<pad>", "<unk>", "<s>", "</s>", "<image>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, IMAGE)
 """Ids 0..4 in this order in a tokenizer made by `train_tokenizer`."""
 ANSWER_TAGS = ("<num>", "</num>", "<box>", "</box>", "<ref>", "</ref>", "<pos>", "</pos>")
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+"""Chat-template turn ends of the common families (ChatML, Llama 3, Phi, Gemma): an
+answer that ends with one is finished even where the tokenizer's eos is another token."""
 
 USER_PREFIX = "USER: "
 ASSISTANT_SUFFIX = " ASSISTANT:"
@@ -46,6 +49,14 @@ CHAT_TEMPLATE = (
 )
 """The irgpt format as a Jinja chat template (a user turn already ends with
 ` ASSISTANT:`, so `add_generation_prompt` adds nothing)."""
+
+
+def special_tokens(tokenizer) -> set[str]:
+    """Every special token string: the named ones and every added token marked special
+    (transformers' `all_special_tokens` leaves the latter out)."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return set(tokenizer.all_special_tokens) | {getattr(t, "content", str(t)) for t in added.values()
+                                                if getattr(t, "special", False)}
 
 
 def conversation_segments(conversations: list[dict], bos: str = BOS, eos: str = EOS) -> list[tuple[str, bool]]:

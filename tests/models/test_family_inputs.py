@@ -139,3 +139,14 @@ def test_stages_train_the_right_parts(family):
     assert any("lora_" in n for n in names) and any(".modules_to_save." in n for n in names)
     lora_outside = [n for n in names if "lora_" in n and ".language_model." not in n]
     assert lora_outside == []
+
+
+def test_a_chatml_turn_end_counts_as_the_end_of_an_answer(tmp_path):
+    """A Qwen tokenizer whose eos is <|endoftext|> while turns end with <|im_end|>: no eos appended."""
+    loaded = load_vlm(BUILDERS["qwen2_vl"](tmp_path / "q"))
+    tok = loaded.tokenizer
+    tok.add_tokens(["<|endoftext|>"], special_tokens=True)
+    tok.eos_token = "<|endoftext|>"
+    collator = VLMCollator(tok, loaded.spec, 256)
+    answer = tok.decode([t for t in collator(_samples(1))["labels"][0].tolist() if t != IGNORE_INDEX])
+    assert answer == "<num>3</num><|im_end|>\n"
