@@ -45,12 +45,18 @@ def submit(env: dict, dashboard_port: int, entrypoint: list[str]) -> subprocess.
     return job
 
 
-@pytest.mark.cluster
-def test_ray_job_submit_runs_the_pipeline(tmp_path):
-    # As after `. .venv/bin/activate`: the head (and so the job's `python`) is the venv's.
+def ray_env() -> dict:
+    """As after `. .venv/bin/activate` (the head, and so the job's `python`, is the venv's),
+    token auth off for this development head, no inherited RAY_ADDRESS."""
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.mark.cluster
+def test_ray_job_submit_runs_the_pipeline(tmp_path):
+    env = ray_env()
     gcs, dash = free_port(), free_port()
     start = [RAY, "start", "--head", "--num-cpus", "2",
              "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),

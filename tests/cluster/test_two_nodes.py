@@ -15,14 +15,13 @@ volume (docs/kuberay.md); `ray stop --force` afterwards, whatever happened.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from test_job_submit import RAY, REPO, free_port, submit
+from test_job_submit import RAY, REPO, free_port, ray_env, submit
 
 SETS = ["train.num_workers=2", "scoring.lesson1.pool.concurrency=2", "scoring.lesson2.pool.concurrency=2",
         "scoring.lesson1.pool.part_rows=64", "scoring.lesson2.pool.part_rows=64",
@@ -47,9 +46,7 @@ def _nodes(env, address: str) -> set[str]:
 
 @pytest.mark.cluster
 def test_two_nodes_give_the_one_node_results(tmp_path):
-    venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-    env.pop("RAY_ADDRESS", None)
+    env = ray_env()
     gcs, dash = free_port(), free_port()
     # Short temp dirs: Ray's socket paths must stay under 107 characters.
     head_tmp, node_tmp = tempfile.mkdtemp(prefix="irgpt-h"), tempfile.mkdtemp(prefix="irgpt-n")
@@ -76,9 +73,8 @@ def test_two_nodes_give_the_one_node_results(tmp_path):
     summary = json.loads((two / "train" / "summary.json").read_text())
     assert set(summary["stage1"]["ray_nodes"]) == nodes  # one Train worker on each node
 
-    one_env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
     local = subprocess.run([sys.executable, "jobs/pipeline.py", "--config", "configs/smoke.yaml",
-                            *_sets(tmp_path / "one-node")], env=one_env, cwd=REPO, capture_output=True, text=True,
+                            *_sets(tmp_path / "one-node")], env=env, cwd=REPO, capture_output=True, text=True,
                            timeout=1500)
     assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
     one = tmp_path / "one-node" / "two"
