@@ -105,17 +105,22 @@ def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: i
             return infmae.build_tiny_infmae(image_size=image_size, seed=seed)
         return build_tiny_mae(image_size=image_size, seed=seed)
     path = Path(path_or_tiny)
-    found = ("infmae", path) if path.is_file() else ("infmae", path / infmae.INFMAE_FILE) \
-        if (path / infmae.INFMAE_FILE).is_file() else ("vitmae", path) if (path / "config.json").is_file() else None
-    if found is None:
+    if path.is_file():
+        found, file = "infmae", path
+    elif (path / infmae.INFMAE_FILE).is_file():
+        found, file = "infmae", path / infmae.INFMAE_FILE
+    elif (path / "config.json").is_file():
+        found, file = "vitmae", path
+    else:
         raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny', not an InfMAE checkpoint file (or a "
                            f"directory with {infmae.INFMAE_FILE}) and not a Hugging Face ViTMAE directory "
                            f"(no config.json)")
-    if kind != "auto" and kind != found[0]:
+    if kind not in ("auto", found):
+        held = "an InfMAE checkpoint" if found == "infmae" else "a ViTMAE"
         raise CommandError(f"feature extractor {path_or_tiny}: scoring.lesson1.extractor_kind is {kind}, but it "
-                           f"holds a{'n InfMAE checkpoint' if found[0] == 'infmae' else ' ViTMAE'}")
-    if found[0] == "infmae":
-        return infmae.load_infmae(found[1], need_decoder=False)
+                           f"holds {held}")
+    if found == "infmae":
+        return infmae.load_infmae(file, need_decoder=False)
     return ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=True).eval()
 
 
