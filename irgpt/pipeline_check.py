@@ -76,24 +76,16 @@ def _extractor(cfg: Config) -> str:
 
 
 def _clip(cfg: Config) -> str:
+    from irgpt.models.clip import check_clip_source
     from irgpt.models.hf_clip import describe_hf_clip, is_hf_clip_dir
 
     l2 = cfg.scoring.lesson2
+    path = check_clip_source(l2.model, l2.pretrained)
     if is_hf_clip_dir(l2.model):
         return describe_hf_clip(l2.model)
-    import open_clip
-
-    from irgpt.models.clip import register_configs
-
-    register_configs()
-    if l2.model not in open_clip.list_models():
-        raise CommandError(f"scoring.lesson2.model: {l2.model!r} is neither an open_clip architecture nor a Hugging "
-                           "Face CLIP directory (config.json with model_type clip)")
-    if l2.pretrained is None:
+    if path is None:
         return "warning", f"open_clip {l2.model} with scoring.lesson2.pretrained null: random init"
-    if not Path(l2.pretrained).is_file():
-        raise CommandError(f"scoring.lesson2.pretrained: no such file: {l2.pretrained}")
-    return f"open_clip {l2.model}, weights {l2.pretrained} ({Path(l2.pretrained).stat().st_size / 2**20:.0f} MiB)"
+    return f"open_clip {l2.model}, weights {path} ({Path(path).stat().st_size / 2**20:.0f} MiB)"
 
 
 def _vlm(cfg: Config) -> str:

@@ -117,6 +117,27 @@ def _check_pretrained(pretrained: str) -> str:
     return str(path.resolve())
 
 
+def check_clip_source(name: str, pretrained: str | None) -> str | None:
+    """What `create_clip` checks before building anything (the pipeline's dry run too): a
+    Hugging Face CLIP directory with no `pretrained` beside it, or an open_clip architecture
+    with a local checkpoint file. Returns the resolved checkpoint path (None: random init or
+    the directory's own weights)."""
+    import open_clip
+
+    from irgpt.models.hf_clip import is_hf_clip_dir
+
+    if is_hf_clip_dir(name):
+        if pretrained is not None:
+            raise CommandError("scoring.lesson2.pretrained must be null when scoring.lesson2.model is a Hugging "
+                               f"Face CLIP directory ({name} holds the weights)")
+        return None
+    register_configs()
+    if name not in open_clip.list_models():
+        raise CommandError(f"scoring.lesson2.model: {name!r} is neither an open_clip architecture nor a "
+                           "Hugging Face CLIP directory (config.json with model_type clip)")
+    return _check_pretrained(pretrained) if pretrained is not None else None
+
+
 def create_clip(name: str = TINY_CLIP, pretrained: str | None = None, seed: int = 0):
     """Build an open_clip model offline -> (model in eval mode, preprocess_fn, tokenizer).
 
@@ -129,17 +150,10 @@ def create_clip(name: str = TINY_CLIP, pretrained: str | None = None, seed: int 
 
     from irgpt.models.hf_clip import create_hf_clip, is_hf_clip_dir
 
+    path = check_clip_source(name, pretrained)
     if is_hf_clip_dir(name):  # a local Hugging Face CLIP directory: its own weights, tokenizer, processor
-        if pretrained is not None:
-            raise CommandError("scoring.lesson2.pretrained must be null when scoring.lesson2.model is a Hugging "
-                               f"Face CLIP directory ({name} holds the weights)")
         model, tokenizer = create_hf_clip(name, seed)
         return model, make_preprocess(model), tokenizer
-    register_configs()
-    if name not in open_clip.list_models():
-        raise CommandError(f"scoring.lesson2.model: {name!r} is neither an open_clip architecture nor a "
-                           "Hugging Face CLIP directory (config.json with model_type clip)")
-    path = _check_pretrained(pretrained) if pretrained is not None else None
     with torch.random.fork_rng(devices=[]), _quiet(logging.WARNING if path is None else logging.INFO):
         torch.manual_seed(seed)
         # pretrained_text/image=False: never fetch HF / timm tower weights either.

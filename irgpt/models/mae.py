@@ -80,6 +80,32 @@ def build_tiny_mae(image_size: int = TINY_IMAGE_SIZE, mask_ratio: float = 0.75, 
 EXTRACTOR_KINDS = ("auto", "vitmae", "infmae")
 
 
+def _locate(path_or_tiny: str, kind: str) -> tuple[str, Path | None]:
+    """(kind, file or directory to load) for `scoring.lesson1.extractor` and `extractor_kind`;
+    (`vitmae` | `infmae`, None) for `tiny`. Raises when the path holds neither kind, or the other."""
+    from irgpt.models.infmae import INFMAE_FILE
+
+    if kind not in EXTRACTOR_KINDS:
+        raise CommandError(f"scoring.lesson1.extractor_kind must be one of {list(EXTRACTOR_KINDS)}, got {kind!r}")
+    if path_or_tiny == TINY:
+        return ("infmae" if kind == "infmae" else "vitmae"), None
+    path = Path(path_or_tiny)
+    if path.is_file():
+        found, target = "infmae", path
+    elif (path / INFMAE_FILE).is_file():
+        found, target = "infmae", path / INFMAE_FILE
+    elif (path / "config.json").is_file():
+        found, target = "vitmae", path
+    else:
+        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny', not an InfMAE checkpoint file (or a "
+                           f"directory with {INFMAE_FILE}) and not a Hugging Face ViTMAE directory (no config.json)")
+    if kind not in ("auto", found):
+        held = "an InfMAE checkpoint" if found == "infmae" else "a ViTMAE"
+        raise CommandError(f"feature extractor {path_or_tiny}: scoring.lesson1.extractor_kind is {kind}, but it "
+                           f"holds {held}")
+    return found, target
+
+
 def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0, kind: str = "auto"):
     """The Lesson 1 feature extractor `scoring.lesson1.extractor` names, in eval mode.
 
@@ -98,55 +124,27 @@ def load_extractor(path_or_tiny: str, image_size: int = TINY_IMAGE_SIZE, seed: i
     """
     from irgpt.models import infmae
 
-    if kind not in EXTRACTOR_KINDS:
-        raise CommandError(f"scoring.lesson1.extractor_kind must be one of {list(EXTRACTOR_KINDS)}, got {kind!r}")
-    if path_or_tiny == TINY:
-        if kind == "infmae":
+    found, target = _locate(path_or_tiny, kind)
+    if target is None:
+        if found == "infmae":
             return infmae.build_tiny_infmae(image_size=image_size, seed=seed)
         return build_tiny_mae(image_size=image_size, seed=seed)
-    path = Path(path_or_tiny)
-    if path.is_file():
-        found, file = "infmae", path
-    elif (path / infmae.INFMAE_FILE).is_file():
-        found, file = "infmae", path / infmae.INFMAE_FILE
-    elif (path / "config.json").is_file():
-        found, file = "vitmae", path
-    else:
-        raise CommandError(f"feature extractor {path_or_tiny!r}: not 'tiny', not an InfMAE checkpoint file (or a "
-                           f"directory with {infmae.INFMAE_FILE}) and not a Hugging Face ViTMAE directory "
-                           f"(no config.json)")
-    if kind not in ("auto", found):
-        held = "an InfMAE checkpoint" if found == "infmae" else "a ViTMAE"
-        raise CommandError(f"feature extractor {path_or_tiny}: scoring.lesson1.extractor_kind is {kind}, but it "
-                           f"holds {held}")
     if found == "infmae":
-        return infmae.load_infmae(file, need_decoder=False)
-    return ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=True).eval()
+        return infmae.load_infmae(target, need_decoder=False)
+    return ViTMAEForPreTraining.from_pretrained(str(target), local_files_only=True).eval()
 
 
 def describe_extractor(path_or_tiny: str, kind: str = "auto") -> dict:
     """What `load_extractor(path_or_tiny, kind=kind)` would load, without reading weights (dry runs)."""
-    from irgpt.models import infmae
+    from irgpt.models.infmae import check_infmae
 
-    if kind not in EXTRACTOR_KINDS:
-        raise CommandError(f"scoring.lesson1.extractor_kind must be one of {list(EXTRACTOR_KINDS)}, got {kind!r}")
-    if path_or_tiny == TINY:
-        return {"kind": "infmae" if kind == "infmae" else "vitmae", "weights": "random init"}
-    path = Path(path_or_tiny)
-    file = path if path.is_file() else path / infmae.INFMAE_FILE
-    if file.is_file():
-        if kind == "vitmae":
-            raise CommandError(f"feature extractor {path}: scoring.lesson1.extractor_kind is vitmae, but it holds "
-                               f"an InfMAE checkpoint")
-        return infmae.check_infmae(file)
-    if (path / "config.json").is_file():
-        cfg = ViTMAEConfig.from_pretrained(str(path), local_files_only=True)
-        if kind == "infmae":
-            raise CommandError(f"feature extractor {path}: scoring.lesson1.extractor_kind is infmae, but it holds "
-                               f"a ViTMAE")
-        return {"kind": "vitmae", "image_size": cfg.image_size, "hidden_size": cfg.hidden_size}
-    raise CommandError(f"feature extractor {path_or_tiny!r}: no such file or directory, or neither an InfMAE "
-                       f"checkpoint nor a Hugging Face ViTMAE directory")
+    found, target = _locate(path_or_tiny, kind)
+    if target is None:
+        return {"kind": found, "weights": "random init"}
+    if found == "infmae":
+        return check_infmae(target)
+    cfg = ViTMAEConfig.from_pretrained(str(target), local_files_only=True)
+    return {"kind": "vitmae", "image_size": cfg.image_size, "hidden_size": cfg.hidden_size}
 
 
 def extractor_kind(model) -> str:

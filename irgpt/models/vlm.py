@@ -370,11 +370,18 @@ def _read_config(path: Path, trust_remote_code: bool):
         raise CommandError(f"{path}: cannot read config.json: {exc}") from exc
 
 
-def _model_class(config):
+def model_class(config):
+    """The transformers Auto class that builds `config`'s model (remote code: `AutoModel`
+    unless its `auto_map` names `AutoModelForImageTextToText`)."""
     from transformers import AutoModel, AutoModelForImageTextToText
 
     auto_map = getattr(config, "auto_map", None) or {}
     return AutoModel if auto_map and "AutoModelForImageTextToText" not in auto_map else AutoModelForImageTextToText
+
+
+def _spec_of(path: Path, config, tokenizer) -> VLMInputSpec:
+    """The spec irgpt saved beside the model, or the one derived from the checkpoint's files."""
+    return VLMInputSpec.load(path) if (path / SPEC_FILE).is_file() else input_spec_for(config, tokenizer, path)
 
 
 def check_vlm_dir(path: str | Path, trust_remote_code: bool = False, max_length: int = 2048) -> dict:
@@ -398,10 +405,10 @@ def check_vlm_dir(path: str | Path, trust_remote_code: bool = False, max_length:
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise CommandError(f"{path}: cannot load its tokenizer: {exc}") from exc
-    spec = VLMInputSpec.load(path) if (path / SPEC_FILE).is_file() else input_spec_for(config, tokenizer, path)
+    spec = _spec_of(path, config, tokenizer)
     collator = VLMCollator(tokenizer, spec, max(max_length, spec.num_image_tokens + 2))
     with torch.device("meta"):
-        model = _model_class(config).from_config(config, trust_remote_code=trust_remote_code)
+        model = model_class(config).from_config(config, trust_remote_code=trust_remote_code)
     parts = vlm_parts(model)
     return {"model_type": getattr(config, "model_type", None), "architecture": type(model).__name__,
             "family": spec.family, "image_size": spec.image_size, "num_image_tokens": spec.num_image_tokens,
@@ -424,9 +431,9 @@ def load_vlm(path: str | Path, trust_remote_code: bool = False, dtype=None) -> L
     kwargs: dict = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = _model_class(config).from_pretrained(str(path), **kwargs)
+    model = model_class(config).from_pretrained(str(path), **kwargs)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    spec = VLMInputSpec.load(path) if (path / SPEC_FILE).is_file() else input_spec_for(config, tokenizer, path)
+    spec = _spec_of(path, config, tokenizer)
     if spec.family == "internvl_chat":  # the remote model finds its image tokens by this attribute
         model.img_context_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
     return LoadedVLM(model=model, tokenizer=tokenizer, spec=spec, path=path)
