@@ -46,28 +46,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _refuse_uris(argv: list[str]) -> None:
-    """Path flags take local (or shared-volume) paths; an `s3://` would become a local folder `s3:`."""
-    from irgpt.config import URI
+# Path flags (argparse dests) a command reads, and those it writes.
+INPUT_FLAGS = ("config", "data", "scores", "tiers", "model", "bench", "extractor", "visible_data", "warmup",
+               "init_checkpoint", "annotations", "image_root")
+OUTPUT_FLAGS = ("out", "resume")
 
-    for flag, value in zip(argv, argv[1:]):
-        if flag.startswith("--") and flag != "--set" and URI.match(value):
-            raise CommandError(f"{flag} {value}: object-storage URIs are not supported for paths yet (only "
-                               f"train.storage_path); use a volume every node mounts (docs/kuberay.md)")
+
+def _localize(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Replace object-storage URIs in path flags by local paths: inputs are fetched into this
+    node's cache; an output gets a local work directory, holding what the store already has
+    (a finished dataset: its manifest only) so resumption and --overwrite checks see it.
+    Returns (local, URI) for each output, to publish when the command succeeds."""
+    from irgpt import storage
+
+    def fetch(value):
+        return str(storage.fetch(value)) if storage.is_uri(value) else value
+
+    outputs = []
+    for dest in INPUT_FLAGS:
+        value = getattr(args, dest, None)
+        if isinstance(value, list):
+            setattr(args, dest, [fetch(v) for v in value])
+        elif isinstance(value, str):
+            setattr(args, dest, fetch(value))
+    for dest in OUTPUT_FLAGS:
+        value = getattr(args, dest, None)
+        if not (isinstance(value, str) and storage.is_uri(value)):
+            continue
+        local = storage.work_dir(value)
+        if storage.is_file(storage.join(value, "manifest.json")):
+            import shutil
+
+            shutil.rmtree(local, ignore_errors=True)
+            local.mkdir(parents=True)
+            (local / "manifest.json").write_bytes(storage.read_bytes(storage.join(value, "manifest.json")))
+        elif storage.exists(value):
+            storage.pull(value, local)
+        setattr(args, dest, str(local))
+        outputs.append((str(local), value))
+    return outputs
+
+
+def _publish(outputs: list[tuple[str, str]]) -> None:
+    from pathlib import Path
+
+    from irgpt import storage
+
+    for local, uri in outputs:
+        path = Path(local)
+        if path.is_file():
+            storage.write_bytes(uri, path.read_bytes())
+        elif path.is_dir():
+            marker = "manifest.json" if (path / "manifest.json").is_file() else None
+            n = storage.publish(path, uri, marker=marker)
+            print(f"irgpt: {n} file(s) written to {uri}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        _refuse_uris(sys.argv[1:] if argv is None else list(argv))
-    except CommandError as exc:
-        print(f"irgpt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
 
     def command() -> int:
         try:
-            return int(args.func(args) or 0)
+            outputs = _localize(args)
+            code = int(args.func(args) or 0)
+            if code == 0:
+                _publish(outputs)
+            return code
         except CommandError as exc:
             print(f"irgpt {args.command}: error: {exc}", file=sys.stderr)
             return 2

@@ -16,10 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "irgpt"
-BASE = {"errors", "config", "cli_util", "progress", "ray_utils", "irgpt"}
+BASE = {"errors", "storage", "config", "cli_util", "progress", "ray_utils", "irgpt"}
 ALLOWED = {
-    "errors": set(), "config": {"errors"}, "cli_util": {"errors"}, "progress": set(), "ray_utils": {"config"},
-    "data": {"config", "errors", "progress", "irgpt"},
+    "errors": set(), "storage": {"errors"}, "config": {"errors", "storage"}, "cli_util": {"errors"}, "progress": set(), "ray_utils": {"config"},
+    "data": {"config", "errors", "storage", "progress", "irgpt"},
     "models": BASE | {"data"},
     "scoring": BASE | {"data", "models"},
     "curriculum": BASE | {"data", "scoring"},
@@ -50,6 +50,11 @@ def _imports(path: Path) -> set[str]:
             parts = name.split(".")
             if parts[0] == "irgpt":
                 out.add(parts[1] if len(parts) > 1 else "irgpt")
+        if isinstance(node, ast.ImportFrom) and node.module == "irgpt":  # `from irgpt import storage`
+            modules = {a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file() or (PACKAGE / a.name).is_dir()}
+            out |= modules
+            if modules == {a.name for a in node.names}:
+                out.discard("irgpt")
     return out
 
 

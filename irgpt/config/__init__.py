@@ -41,9 +41,6 @@ from irgpt.config.train_sections import (
 
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 """A URI with a scheme (s3://, gs://, hdfs://, file://...)."""
-LOCAL_PATH_KEYS = ("data.dir", "run.root", "scoring.lesson1.extractor", "scoring.lesson1.visible_data",
-                   "scoring.lesson2.model", "scoring.lesson2.pretrained", "train.model", "eval.bench_dir")
-"""Config paths that must be local or on a shared volume (object storage: train.storage_path only)."""
 
 
 @dataclass
@@ -61,17 +58,6 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def __post_init__(self):
-        for key in LOCAL_PATH_KEYS:
-            section, name = key.rsplit(".", 1)
-            obj = self
-            for part in section.split("."):
-                obj = getattr(obj, part)
-            value = getattr(obj, name)
-            if isinstance(value, str) and URI.match(value):
-                raise ValueError(f"{key}: {value!r} is an object-storage URI; only train.storage_path may be one so "
-                                 f"far. Put this path on a volume every node mounts (docs/kuberay.md)")
-
     def to_dict(self) -> dict:
         return to_dict(self)
 
@@ -84,11 +70,24 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
+        """RUN_DIR = run.root/run.name (a local or shared path; an object-storage run.root is
+        `irgpt pipeline`'s, which works in a local mirror of it)."""
+        from irgpt import storage
+        from irgpt.errors import CommandError
+
+        if storage.is_uri(self.run.root):
+            raise CommandError(f"run.root={self.run.root}: an object-storage run root is kept by `irgpt pipeline`; "
+                               "this command needs a local or shared directory (set run.root, or pass --out)")
         return Path(self.run.root) / self.run.name
 
     @property
     def data_dir(self) -> Path:
-        """`data.dir`, or RUN_DIR/data when it is null."""
+        """`data.dir`, or RUN_DIR/data when it is null. An object-storage `data.dir` is
+        fetched into this node's cache (`irgpt.storage.fetch`) and that copy returned."""
+        from irgpt import storage
+
+        if storage.is_uri(self.data.dir):
+            return storage.fetch(self.data.dir)
         return Path(self.data.dir) if self.data.dir else self.run_dir / "data"
 
     def input_data(self, given: str | Path | None, flag: str = "--data") -> Path:
@@ -97,9 +96,10 @@ class Config:
         Raises `CommandError` naming the flag and the config keys to set when there is
         no dataset there (no manifest.json), instead of failing later on a missing file.
         """
+        from irgpt import storage
         from irgpt.errors import CommandError
 
-        path = Path(given) if given else self.data_dir
+        path = storage.fetch(given) if given and storage.is_uri(str(given)) else Path(given) if given else self.data_dir
         if (path / "manifest.json").is_file():
             return path
         source = (f"{flag} {given}" if given else f"data.dir={self.data.dir}" if self.data.dir else

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from irgpt import storage
 from irgpt.curriculum.ranking import (
     INDEX_COLUMNS,
     JOINED_SCHEMA,
@@ -165,7 +166,8 @@ def run_ray(
     buckets = max(2, min(512, math.ceil(total / ROWS_PER_BUCKET)))
 
     def read(inp: DatasetInput, cols):
-        return rd.read_parquet([str(f) for f in inp.files], partitioning=None).select_columns(list(cols))
+        # Tasks run on any node: a file of the driver's work mirror is read from its store.
+        return rd.read_parquet([storage.readable(f) for f in inp.files], partitioning=None).select_columns(list(cols))
 
     index_cols = ["sample_id"] + [c for c in INDEX_COLUMNS if c in data.schema.names]
     parts = [read(data, index_cols).map_batches(_to_union, fn_args=(SRC_DATA, buckets), batch_format="pyarrow")]
@@ -210,9 +212,13 @@ def run_ray(
             attached = samples.map_batches(_attach, fn_kwargs={"token": token, "refs": refs}, batch_format="pyarrow")
             cpus = int(ray.cluster_resources().get("CPU", 1))
             written = attached.groupby("_piece", num_partitions=max(1, min(len(nonempty), 2 * cpus, 200))).map_groups(
-                _write_group, fn_kwargs={"pieces": {p.index: p for p in nonempty}, "out": str(out), "schema": schema}, batch_format="pyarrow"
+                _write_group, fn_kwargs={"pieces": {p.index: p for p in nonempty}, "out": storage.readable(out),
+                                         "schema": schema}, batch_format="pyarrow"
             )
             stats = [json.loads(r["stats"]) for r in written.take_all()]
+            if storage.remote_of(out):  # parts the tasks wrote to the store: into the staging directory
+                storage.pull(storage.remote_of(out), out, delete=False)
+                storage.delete(storage.remote_of(out))
     except Exception as exc:
         cause = _user_error(exc)
         if cause is not None:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from irgpt import storage
 from irgpt.curriculum.ranking import SCORE_COLUMNS, Piece, sort_by_key
-from irgpt.data.io import write_table
 
 EXTRA_FIELDS = [pa.field("tier", pa.int32(), nullable=False)] + [pa.field(c, pa.float64()) for c in SCORE_COLUMNS]
 RANGE_COLUMNS = ("composite_rank", "d_ir_vis", "alpha", "weight", "rank_l1", "rank_l2")
@@ -53,7 +53,7 @@ def write_part(rows: pa.Table, piece: Piece, out_dir: str | Path, schema: pa.Sch
     else:
         table = schema.empty_table()
     table = table.combine_chunks()
-    write_table(Path(out_dir) / piece.relpath, table)
+    storage.write_parquet(storage.join(str(out_dir), piece.relpath), table)
     return part_stats(table, piece)
 
 

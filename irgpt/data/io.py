@@ -189,7 +189,11 @@ def shard_name(index: int) -> str:
 
 
 def shard_paths(directory: str | Path) -> list[Path]:
-    return sorted(Path(directory).glob("part-*.parquet"))
+    """The shards of a dataset directory (on a node without the driver's work mirror of an
+    object-storage dataset, those of this node's fetched copy: `storage.fetch`)."""
+    from irgpt import storage
+
+    return sorted(storage.fetch(directory).glob("part-*.parquet"))
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -274,8 +278,11 @@ def write_manifest(directory: str | Path, manifest: dict) -> None:
 
 
 def read_part(spec: dict, columns: list[str] | None = None) -> pa.Table:
-    """Rows [start, stop) of one shard, reading only the row groups needed."""
-    pf = pq.ParquetFile(spec["file"])
+    """Rows [start, stop) of one shard, reading only the row groups needed (a shard of the
+    driver's work mirror that this node lacks is read from the store: `storage.fetch`)."""
+    from irgpt import storage
+
+    pf = pq.ParquetFile(storage.fetch(spec["file"]))
     start, stop = spec["start"], spec["stop"]
     groups, offset, first = [], 0, None
     for g in range(pf.metadata.num_row_groups):

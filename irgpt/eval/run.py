@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from irgpt import storage
 from irgpt.errors import CommandError
 from irgpt.eval.generate import BenchmarkGenerator
 from irgpt.eval.outputs import md_cell, write_outputs
@@ -188,7 +189,7 @@ class _PartWorker:
         for raw in batch["spec"]:
             spec = json.loads(str(raw))
             t0 = time.perf_counter()
-            names = pq.ParquetFile(spec["file"]).schema_arrow.names
+            names = pq.ParquetFile(storage.fetch(spec["file"])).schema_arrow.names
             table = read_part(spec, [c for c in _WORKER_COLUMNS if c in names])
             table = table.take([o - spec["start"] for o in spec["offsets"]])
             items = table.to_pylist()

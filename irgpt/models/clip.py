@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from irgpt import storage
 from irgpt.errors import CommandError
 from irgpt.models.weights import weights_hash  # noqa: F401  (re-exported)
 
@@ -117,6 +118,11 @@ def _check_pretrained(pretrained: str) -> str:
     return str(path.resolve())
 
 
+def _local(location: str | None) -> str | None:
+    """An object-storage URI (a CLIP directory or checkpoint file) as this node's cached copy."""
+    return str(storage.fetch(location)) if storage.is_uri(location) else location
+
+
 def check_clip_source(name: str, pretrained: str | None) -> str | None:
     """What `create_clip` checks before building anything (the pipeline's dry run too): a
     Hugging Face CLIP directory with no `pretrained` beside it, or an open_clip architecture
@@ -126,6 +132,7 @@ def check_clip_source(name: str, pretrained: str | None) -> str | None:
 
     from irgpt.models.hf_clip import is_hf_clip_dir
 
+    name, pretrained = _local(name), _local(pretrained)
     if is_hf_clip_dir(name):
         if pretrained is not None:
             raise CommandError("scoring.lesson2.pretrained must be null when scoring.lesson2.model is a Hugging "
@@ -150,6 +157,7 @@ def create_clip(name: str = TINY_CLIP, pretrained: str | None = None, seed: int 
 
     from irgpt.models.hf_clip import create_hf_clip, is_hf_clip_dir
 
+    name, pretrained = _local(name), _local(pretrained)
     path = check_clip_source(name, pretrained)
     if is_hf_clip_dir(name):  # a local Hugging Face CLIP directory: its own weights, tokenizer, processor
         model, tokenizer = create_hf_clip(name, seed)
@@ -234,7 +242,7 @@ def save_clip(model: torch.nn.Module, path: str | Path) -> None:
 
 
 def load_state(path: str | Path) -> dict:
-    path = Path(path)
+    path = storage.fetch(path)
     if not path.is_file():
         raise CommandError(f"CLIP checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
+from irgpt import storage
 from irgpt.data.images import RESIZE_FILTER
 from irgpt.errors import CommandError
 from irgpt.models.chunks import MODEL_CHUNK, fixed_chunks
@@ -89,7 +90,7 @@ def _locate(path_or_tiny: str, kind: str) -> tuple[str, Path | None]:
         raise CommandError(f"scoring.lesson1.extractor_kind must be one of {list(EXTRACTOR_KINDS)}, got {kind!r}")
     if path_or_tiny == TINY:
         return ("infmae" if kind == "infmae" else "vitmae"), None
-    path = Path(path_or_tiny)
+    path = storage.fetch(path_or_tiny)  # an object-storage URI: this node's cached copy
     if path.is_file():
         found, target = "infmae", path
     elif (path / INFMAE_FILE).is_file():

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from irgpt import storage
 from irgpt.errors import CommandError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -399,7 +400,7 @@ def check_vlm_dir(path: str | Path, trust_remote_code: bool = False, max_length:
     from irgpt.models.freeze import vlm_parts
     from irgpt.models.tokenizer import load_tokenizer
 
-    path = Path(path)
+    path = storage.fetch(path)  # an object-storage URI: this node's cached copy
     config = _read_config(path, trust_remote_code)
     try:
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
@@ -426,7 +427,7 @@ def load_vlm(path: str | Path, trust_remote_code: bool = False, dtype=None) -> L
     """
     from irgpt.models.tokenizer import load_tokenizer
 
-    path = Path(path)
+    path = storage.fetch(path)  # an object-storage URI: this node's cached copy
     config = _read_config(path, trust_remote_code)
     kwargs: dict = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if dtype is not None:

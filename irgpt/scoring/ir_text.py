@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from irgpt import storage
 from irgpt.config import Config, config_hash
 from irgpt.data.io import (
     base_manifest,
@@ -114,7 +115,8 @@ class LossScorer(Scorer):
         out = out.append_column("truncated", pa.array(truncated, pa.bool_()))
         if self.before_dir is None:
             return out.append_column("loss_before", pa.array(loss, pa.float32())), rejects
-        before = pq.read_table(self.before_dir / shard_name(part["part"]), columns=["sample_id", "loss_before"])
+        before = pq.read_table(storage.fetch(self.before_dir / shard_name(part["part"])),
+                               columns=["sample_id", "loss_before"])
         lookup = dict(zip(before.column("sample_id").to_pylist(), before.column("loss_before").to_pylist()))
         l_before = np.array([lookup[s] for s in out.column("sample_id").to_pylist()], np.float32)
         out = out.append_column("loss_before", pa.array(l_before, pa.float32()))
@@ -199,7 +201,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
 
     import ray
 
-    after_ds = ray.data.read_parquet(str(out_dir / "_after"), columns=["alpha"])
+    after_ds = ray.data.read_parquet(storage.readable(out_dir / "_after"), columns=["alpha"])
     medians = distributed_medians(after_ds, "alpha")
     table = pa.concat_tables(pq.read_table(p) for p in shard_paths(out_dir / "_after")).sort_by("sample_id")
     alpha_values = table.column("alpha").to_numpy().astype(np.float64)

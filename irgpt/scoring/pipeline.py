@@ -10,7 +10,11 @@ How a pass runs:
    builds the scorer once, reads its part's rows itself (rows never travel
    through the driver), scores them and *commits* the part: rejects first,
    then `part-KKKKK.parquet` under a temp name renamed into place.
-3. A part whose output file exists is done. Re-running the same command after
+   When `out_dir` is a work mirror of object storage (`storage.remote_of`), the
+   actors commit to the store instead, in the same order (rejects, node, part
+   last; one upload each), so an actor on any node writes where the driver
+   looks, and the driver copies the committed parts into its mirror after the pass.
+3. A part whose output file exists (here or in the store) is done. Re-running the same command after
    a crash (even `kill -9`) skips done parts, so the pass ends with exactly one
    row per scored input row. `_state/plan.json` records the plan and a key of
    the inputs + config; a different key refuses to mix results (use --force).
@@ -26,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from irgpt import storage
 from irgpt.config import ActorPoolConfig
 from irgpt.data.io import (
     REJECTS_SCHEMA,
@@ -60,9 +65,10 @@ def plan_parts(input_dir: str | Path, part_rows: int) -> list[dict]:
 class _PartWorker:
     """One per actor: builds the scorer once, then scores and commits parts."""
 
-    def __init__(self, scorer_factory, scorer_kwargs: dict, out_dir: str, columns: list[str] | None):
+    def __init__(self, scorer_factory, scorer_kwargs: dict, out_dir: str, columns: list[str] | None,
+                 store: str | None = None):
         self.scorer = scorer_factory(**scorer_kwargs)
-        self.out_dir = Path(out_dir)
+        self.out = store or out_dir  # where parts are committed: the store, else the directory
         self.columns = columns
 
     def __call__(self, batch: dict) -> dict:
@@ -78,10 +84,10 @@ class _PartWorker:
             _check_accounting(spec, table, out, rejects)
             part = int(spec["part"])
             rej_rows = [{**{n: None for n in REJECTS_SCHEMA.names}, "source_file": spec["file"], **r} for r in rejects]
-            write_table(self.out_dir / STATE_DIR / f"rejects-{part:05d}.parquet",
-                        pa.Table.from_pylist(rej_rows, schema=REJECTS_SCHEMA))
-            atomic_write_json(self.out_dir / STATE_DIR / f"node-{part:05d}.json", {"part": part, "node": node})
-            write_table(self.out_dir / shard_name(part), out)  # the commit point
+            storage.write_parquet(storage.join(self.out, STATE_DIR, f"rejects-{part:05d}.parquet"),
+                                  pa.Table.from_pylist(rej_rows, schema=REJECTS_SCHEMA))
+            storage.write_json(storage.join(self.out, STATE_DIR, f"node-{part:05d}.json"), {"part": part, "node": node})
+            storage.write_parquet(storage.join(self.out, shard_name(part)), out)  # the commit point
             summaries["part"].append(part)
             summaries["rows_in"].append(table.num_rows)
             summaries["rows_out"].append(out.num_rows)
@@ -117,20 +123,28 @@ def run_pass(
     import ray
 
     out_dir = Path(out_dir).resolve()  # actors do not share the driver's working directory
+    store = storage.remote_of(out_dir)  # a mirror of object storage: parts commit to the store
     parts = plan_parts(input_dir, pool.part_rows)
     state_path = out_dir / STATE_DIR / "plan.json"
     plan = {"name": name, "key": key, "parts": [{k: p[k] for k in ("file", "start", "stop")} for p in parts]}
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
-    if state_path.is_file():
-        previous = json.loads(state_path.read_text())
-        if previous != json.loads(json.dumps(plan, default=str)):
-            raise CommandError(
-                f"{out_dir} holds a '{previous.get('name')}' pass with other inputs or settings; "
-                "use another output directory or --force to recompute"
-            )
+    if force and store:
+        storage.delete(store)
+    previous = (json.loads(state_path.read_text()) if state_path.is_file() else
+                storage.read_json(storage.join(store, STATE_DIR, "plan.json"))
+                if store and storage.is_file(storage.join(store, STATE_DIR, "plan.json")) else None)
+    if previous is not None and previous != json.loads(json.dumps(plan, default=str)):
+        raise CommandError(
+            f"{store or out_dir} holds a '{previous.get('name')}' pass with other inputs or settings; "
+            "use another output directory or --force to recompute"
+        )
     atomic_write_json(state_path, plan)
-    todo = [p for p in parts if not (out_dir / shard_name(p["part"])).is_file()]
+    in_store = set()
+    if store:
+        storage.write_json(storage.join(store, STATE_DIR, "plan.json"), plan)
+        in_store = set(storage.list_files(store))
+    todo = [p for p in parts if not (out_dir / shard_name(p["part"])).is_file() and shard_name(p["part"]) not in in_store]
     done = len(parts) - len(todo)
     if done:
         log0(f"[{name}] resuming: {done}/{len(parts)} parts already committed, {len(todo)} to go")
@@ -145,6 +159,7 @@ def run_pass(
                 "scorer_kwargs": scorer_kwargs,
                 "out_dir": str(out_dir),
                 "columns": columns,
+                "store": store,
             },
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=max(1, min(pool.concurrency, len(todo)))),
@@ -158,6 +173,8 @@ def run_pass(
             log0(f"[{name}] part {summary['part']:05d} committed: {summary['rows_out']} rows, "
                  f"{summary['rejected']} rejected, {rate:.0f} rows/s ({done}/{len(parts)})")
     seconds = time.perf_counter() - t0
+    if store:  # the parts every actor committed, into the driver's mirror
+        storage.pull(store, out_dir, delete=False)
     rejects = merge_rejects(out_dir, len(parts))
     nodes = part_nodes(out_dir)
     log0(f"[{name}] finished: {rows} rows scored in {seconds:.1f}s "

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from irgpt import storage
 from irgpt.errors import CommandError
 from irgpt.train.skeleton import TrainingJob, read_state
 
@@ -105,7 +106,7 @@ def load_rank_pairs(plan: list[dict], rank: int, world: int, size: int, tokenize
 
     images, tokens, ids, rejects, truncated = [], [], [], [], 0
     for path, rows in rank_slice(plan, rank, world):
-        table = pq.read_table(path, columns=PAIR_COLUMNS).take(rows)
+        table = pq.read_table(storage.fetch(path), columns=PAIR_COLUMNS).take(rows)
         im, tok, sid, trunc, rej = prepare_pairs(table.to_pylist(), size, tokenizer, context_length)
         if sid:
             images.append(im)

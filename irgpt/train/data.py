@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
+from irgpt import storage
 from irgpt.data.io import shard_paths
 from irgpt.data.schema import ir_caption_filter
 from irgpt.errors import CommandError
@@ -76,6 +77,7 @@ def make_iterator(spec: dict, rank: int, world_size: int, micro_batch_size: int,
 
     curriculum = from_dict(CurriculumConfig, spec["curriculum"])
     fraction = float(spec.get("fraction", 1.0))
+    spec = {**spec, "source": str(storage.fetch(spec["source"]))}  # this node's copy, if not shared
     if spec["kind"] == "tiers":
         return TierIterator(spec["source"], rank, world_size, micro_batch_size, curriculum, spec["epochs"],
                             BATCH_COLUMNS, grad_accum=grad_accum, fraction=fraction)

@@ -165,7 +165,10 @@ def run_worker(config: dict) -> None:
     done = 0
     ckpt = ray.train.get_checkpoint()  # set after a worker failure restart
     if ckpt is None and config.get("resume_from"):
-        ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])
+        from irgpt import storage
+
+        fs, path = storage.resolve(config["resume_from"])  # a folder, or one in object storage
+        ckpt = ray.train.Checkpoint(path, filesystem=fs)
     if ckpt is not None:
         with ckpt.as_directory() as directory:
             state = read_state(Path(directory), rank, config["run_name"], world)
@@ -186,16 +189,33 @@ def run_worker(config: dict) -> None:
     job.close()
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint under a Ray Train run folder that holds our state."""
+def latest_checkpoint(run_dir: str | Path) -> Path | str | None:
+    """The newest checkpoint under a Ray Train run folder that holds our state (a folder
+    in object storage: its URI)."""
+    from irgpt import storage
+
+    if storage.is_uri(str(run_dir)):
+        found = [(info.mtime, rel.rpartition("/")[0]) for rel, info in storage.list_files(str(run_dir)).items()
+                 if rel.rpartition("/")[2] == f"{CLIENT_STATE}.rank0"]
+        return storage.join(str(run_dir), max(found)[1]) if found else None
     found = [p.parent for p in Path(run_dir).rglob(f"{CLIENT_STATE}.rank0")]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _storage_location(storage_path: str | Path) -> str:
+    from irgpt import storage
+
+    return storage_path if storage.is_uri(str(storage_path)) else storage.readable(storage_path)
 
 
 def fit(config: dict, *, name: str, storage: str | Path, num_workers: int, use_gpu: bool = False,
         resources_per_worker: dict | None = None, num_to_keep: int = 2, max_failures: int = 0,
         callbacks: list | None = None):
     """Run a job (`config["job"]`) on Ray Train as run `name` under `storage`; returns the Result.
+
+    `storage` is a shared path or an object-storage URI (every node must reach it: Ray Train
+    uploads each checkpoint there); a work mirror of object storage means its store
+    (`storage.readable`).
 
     `callbacks` go to the RunConfig (Tune passes `TuneReportCallback()`).
     """
@@ -209,7 +229,7 @@ def fit(config: dict, *, name: str, storage: str | Path, num_workers: int, use_g
                                      resources_per_worker=resources_per_worker),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=_storage_location(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=callbacks or None,

@@ -24,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+from irgpt import storage
 from irgpt.config import Config, config_hash
 from irgpt.data import contracts
 from irgpt.data.io import atomic_write_json
@@ -46,12 +47,14 @@ def stage_fraction(sizes: list[int], stage_cfg, mode: str, rows_per_opt_step: in
 BASE_KEY_FILE = "irgpt_base.json"
 
 
-def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
-    """The stage-1 starting point every rank loads (see module doc)."""
+def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path | str:
+    """The stage-1 starting point every rank loads (see module doc). A `train.model` in
+    object storage is checked here from this node's copy and returned as its URI: every
+    worker fetches it into its own node's cache (`storage.fetch` in `load_vlm`)."""
     if cfg.train.model != "tiny":
         from irgpt.models.vlm import check_vlm_dir
 
-        path = Path(cfg.train.model)
+        path = storage.fetch(cfg.train.model)
         if not path.is_dir():
             raise CommandError(f"train.model: model directory not found: {path}")
         try:  # an unsupported family or tokenizer fails here, before any worker starts
@@ -60,7 +63,7 @@ def prepare_base_model(cfg: Config, data_dir: Path, out: Path) -> Path:
             raise CommandError(f"train.model: {exc}") from exc
         log0(f"[train] {path}: {found['architecture']} (family {found['family']}), {found['num_image_tokens']} "
              f"image tokens at {found['image_size']} px, prompt format {found['prompt_format']}")
-        return path
+        return cfg.train.model if storage.is_uri(cfg.train.model) else path
     # What the tiny base depends on; a base built from other settings is rebuilt, never reused.
     dataset = contracts.read(contracts.DatasetManifest, data_dir)
     key = config_hash({"seed": cfg.train.seed, "tiny_lm": cfg.to_dict()["train"]["tiny_lm"],
@@ -144,7 +147,11 @@ def stage_inputs(data_dir: Path, tiers_dir: Path | None, init_model: Path) -> st
     hashes and the starting model's files (names, sizes, modification times)."""
     from irgpt.data.io import manifest_hash
 
-    init = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(init_model).iterdir()) if p.is_file()]
+    if storage.is_uri(str(init_model)):  # fetched by each node's workers: its objects' ETags
+        init = storage.version_key(str(init_model))
+    else:
+        init = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(init_model).iterdir())
+                if p.is_file()]
     return json.dumps([manifest_hash(data_dir), manifest_hash(tiers_dir) if tiers_dir else None, init])
 
 
@@ -158,18 +165,20 @@ def ray_run_name(cfg: Config, run_dir: Path, stage: int, inputs: str = "") -> st
     return f"{run_dir.name}-{where}-stage{stage}-{reads}-{training_hash(cfg)}"
 
 
-def resume_checkpoint(cfg: Config, storage: Path, run_dir: Path, stage: int, inputs: str = "") -> Path | None:
+def resume_checkpoint(cfg: Config, where: str, run_dir: Path, stage: int, inputs: str = "") -> Path | str | None:
     """The checkpoint `--resume` continues from: this run's own, under this config.
 
     A checkpoint of the same run directory written under another config is refused,
     naming both config hashes (a resume must not mix two configs' state)."""
     name = ray_run_name(cfg, run_dir, stage, inputs)
-    mine = latest_checkpoint(storage / name)
+    mine = latest_checkpoint(storage.join(where, name))
     if mine is not None:
         return mine
     prefix = name.rsplit("-", 1)[0] + "-"
-    others = sorted(d.name.rsplit("-", 1)[-1] for d in storage.glob(f"{prefix}*")
-                    if d.is_dir() and latest_checkpoint(d) is not None)
+    runs = ({rel.split("/", 1)[0] for rel in storage.list_files(where)} if storage.is_uri(where)
+            else {d.name for d in Path(where).glob("*") if d.is_dir()})
+    others = sorted(r.rsplit("-", 1)[-1] for r in runs
+                    if r.startswith(prefix) and latest_checkpoint(storage.join(where, r)) is not None)
     if others:
         raise CommandError(f"--resume {run_dir}: stage {stage} was checkpointed under config {', '.join(others)}, "
                            f"this config is {training_hash(cfg)}: pass the --config and --set the run started "
@@ -210,7 +219,8 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
          + (f" (budget: every tier cut to fraction {plan.fraction:.4g})" if plan.fraction < 1 else "")
          + f", {stage_cfg.epochs} epoch(s)")
     out_dir = run_dir / f"stage{stage}"
-    storage = Path(cfg.train.storage_path or run_dir / "ray").resolve()
+    where = cfg.train.storage_path or str(run_dir / "ray")  # Ray Train's storage_path
+    where = where if storage.is_uri(where) else storage.readable(Path(where).resolve())
     inputs = stage_inputs(data_dir, tiers_dir if stage == 1 else None, init_model)
     run_name = ray_run_name(cfg, run_dir, stage, inputs)
     log0(f"[train] stage {stage}: {world} workers x micro {arith.micro_batch_size} x accumulation "
@@ -226,16 +236,20 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "out_dir": str(out_dir),
         "val": {"data_dir": str(data_dir), "limit": cfg.train.val_limit, "every": cfg.train.val_every,
                 "retrieval": cfg.train.val_retrieval if stage == 1 else 0},
-        "resume_from": str(resume_checkpoint(cfg, storage, run_dir, stage, inputs) or "") if resume else "",
+        "resume_from": str(resume_checkpoint(cfg, where, run_dir, stage, inputs) or "") if resume else "",
         "fail_at_step": fail_at_step,
         "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
     }
     resources = {"CPU": 1, "GPU": cfg.train.gpus_per_worker} if cfg.train.use_gpu else {"CPU": 1}
+    storage.share(init_model)  # workers on nodes without this work mirror read it from the store
     t0 = time.perf_counter()
-    result = fit({"job": "irgpt.train.vlm_job:VlmJob", **loop_config}, name=run_name, storage=storage,
+    result = fit({"job": "irgpt.train.vlm_job:VlmJob", **loop_config}, name=run_name, storage=where,
                  num_workers=world, use_gpu=cfg.train.use_gpu, resources_per_worker=resources,
                  num_to_keep=cfg.train.num_to_keep, max_failures=cfg.train.max_failures, callbacks=callbacks)
     seconds = time.perf_counter() - t0
+    remote = storage.remote_of(out_dir)
+    if remote and storage.exists(remote):  # what workers on other nodes uploaded (vlm_job.close)
+        storage.pull(remote, out_dir, delete=False)
     metrics = result.metrics or {}
     if "final_val_loss" not in metrics:
         raise CommandError(f"stage {stage} finished without its final report (see the Ray Train logs above)")
@@ -277,6 +291,18 @@ def resume(cfg: Config, run_dir: str | Path, stage: str = "all") -> dict:
     return train(cfg, args["stage"], args["data_dir"], args["tiers_dir"], run_dir, resume=True)
 
 
+def stage_model(out_dir: Path, summary: dict, stage: int) -> Path | None:
+    """Stage `stage`'s trained model: the path `summary.json` records, or, for a run directory
+    that moved (another machine's copy of it), the same place under `out_dir`."""
+    recorded = summary.get(f"stage{stage}", {}).get("model")
+    if not recorded:
+        return None
+    for path in (Path(recorded), Path(out_dir, f"stage{stage}", "model")):
+        if path.is_dir():
+            return path
+    return None
+
+
 def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path | None, out_dir: str | Path,
           *, fail_at_step: int | None = None, resume: bool = False) -> dict:
     """Run stage 1, stage 2 or both; writes and returns `OUT/summary.json`."""
@@ -308,10 +334,9 @@ def train(cfg: Config, stage: str, data_dir: str | Path, tiers_dir: str | Path |
         if s == 1:
             init = base
         else:
-            prev = summary.get("stage1", {}).get("model")
-            if not prev or not Path(prev).is_dir():
+            init = stage_model(out_dir, summary, 1)
+            if init is None:
                 raise CommandError(f"stage 2 starts from stage 1's model: run --stage 1 first (no model in {out_dir})")
-            init = Path(prev)
         summary[f"stage{s}"] = run_stage(cfg, s, data_dir, tiers_dir, out_dir, init,
                                          fail_at_step=fail_at_step, resume=resume)
         atomic_write_json(summary_path, summary)

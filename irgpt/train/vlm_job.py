@@ -15,12 +15,15 @@ Loop config (a plain dict, as Ray passes it): built by `irgpt.train.trainer.run_
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from irgpt import storage
 from irgpt.config import Config
 from irgpt.train.dist import all_reduce, all_reduce_tensor, without_stdout_lines
 from irgpt.train.loss import (
@@ -135,7 +138,7 @@ def _dtype(engine):
     return torch.bfloat16 if engine.bfloat16_enabled() else None
 
 
-def _save_final(model, loaded, out_dir: Path, zero_stage: int, rank: int) -> str:
+def _save_final(model, loaded, out_dir: Path, zero_stage: int, rank: int) -> None:
     """Stage 1: full weights; stage 2: adapter + merged export. Gathers ZeRO-3 shards."""
     import deepspeed
 
@@ -145,7 +148,6 @@ def _save_final(model, loaded, out_dir: Path, zero_stage: int, rank: int) -> str
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=zero_stage == 3):
         if rank == 0:
             save_vlm(model, loaded.tokenizer, out_dir, loaded.spec, merge_lora=True)
-    return str(out_dir)
 
 
 class VlmJob(TrainingJob):
@@ -183,7 +185,11 @@ class VlmJob(TrainingJob):
                 model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
             )
         self.gas = self.engine.gradient_accumulation_steps()
-        self.out_dir = Path(config["out_dir"])
+        # A worker on a node without the driver's work mirror of an object-storage run writes
+        # into a temp directory and uploads it to the store on close (the driver pulls it).
+        self.final_dir = Path(config["out_dir"])
+        self.store = None if self.final_dir.parent.exists() else storage.remote_of(self.final_dir)
+        self.out_dir = Path(tempfile.mkdtemp(prefix="irgpt-stage-")) if self.store else self.final_dir
         self.log = MetricsLog(self.out_dir, stage, rank)
         self.done, self.batches, self.initial_val, self.initial_r1 = 0, None, None, None
 
@@ -279,8 +285,8 @@ class VlmJob(TrainingJob):
         if "retrieval_r1" in last:
             retrieval = {"initial_retrieval_r1": self.initial_r1, "final_retrieval_r1": last["retrieval_r1"],
                          "retrieval_candidates": len(self.pairs)}
-        model_dir = _save_final(self.engine.module, self.loaded, self.out_dir / "model", self.cfg.deepspeed.zero_stage,
-                                self.rank)
+        _save_final(self.engine.module, self.loaded, self.out_dir / "model", self.cfg.deepspeed.zero_stage, self.rank)
+        model_dir = str(self.final_dir / "model")
         return {"global_step": self.done, "initial_val_loss": self.initial_val, "final_val_loss": last["val_loss"],
                 "val_rows": len(self.held_out), "unigram_val_loss": self.unigram, **retrieval,
                 "model": model_dir, "steps_per_epoch": self.steps_per_epoch, **self.collator.counters()}
@@ -288,3 +294,6 @@ class VlmJob(TrainingJob):
     def close(self) -> None:
         self.iterator.close()
         self.log.close()
+        if self.store:
+            storage.publish(self.out_dir, self.store, prune=False)
+            shutil.rmtree(self.out_dir, ignore_errors=True)

@@ -140,14 +140,17 @@ def test_duplicate_keys_and_undecodable_files_are_refused(tmp_path):
         load_config(bad)
 
 
-def test_object_storage_uris_are_refused_where_only_local_paths_work(capsys):
-    """s3:// for data or run paths would become a local folder `s3:`: refused, naming the key or flag."""
+def test_object_storage_uris_are_accepted_where_they_work_and_named_where_not(capsys, s3_bucket):
+    """data.dir, run.root and model keys take s3:// URIs; a command that needs a local run
+    directory says so; a missing object is an error naming the URI (no traceback)."""
     from irgpt.cli import main
+    from irgpt.errors import CommandError
 
-    with pytest.raises(ConfigError, match=r"data.dir: 's3://bucket/data' is an object-storage URI"):
-        load_config(None, ["data.dir=s3://bucket/data"])
-    with pytest.raises(ConfigError, match="train.model: 'gs://b/m' is an object-storage URI"):
-        load_config(None, ["train.model=gs://b/m"])
-    assert load_config(None, ["train.storage_path=s3://bucket/ray"]).train.storage_path == "s3://bucket/ray"
-    assert main(["tier", "--data", "s3://bucket/data", "--scores", "x", "--out", "y"]) == 2
-    assert "--data s3://bucket/data: object-storage URIs are not supported for paths yet" in capsys.readouterr().err
+    cfg = load_config(None, ["data.dir=s3://bucket/data", "train.model=gs://b/m", "run.root=s3://bucket/runs"])
+    assert (cfg.data.dir, cfg.train.model, cfg.run.root) == ("s3://bucket/data", "gs://b/m", "s3://bucket/runs")
+    with pytest.raises(CommandError, match=r"run.root=s3://bucket/runs: an object-storage run root is kept by "
+                                           r"`irgpt pipeline`"):
+        _ = cfg.run_dir
+    assert main(["tier", "--data", f"{s3_bucket}/missing", "--scores", "x", "--out", "y"]) == 2
+    err = capsys.readouterr().err
+    assert f"irgpt tier: error: {s3_bucket}/missing: not found" in err and "Traceback" not in err

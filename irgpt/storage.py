@@ -1,0 +1,333 @@
+"""Where datasets, models and runs live: a local path, a shared volume, or an
+object-storage URI (`s3://bucket/prefix`, `gs://...`, any filesystem that
+`pyarrow.fs.FileSystem.from_uri` resolves).
+
+    fs, path = resolve("s3://bucket/runs/demo")     # pyarrow filesystem + path in it
+    local_dir = fetch("s3://bucket/models/fe")        # node-local copy, fetched once per version
+    publish(local_dir, "s3://bucket/runs/demo/tiers", marker="manifest.json")
+
+Credentials and endpoints come from the environment only, the way the AWS SDK
+reads them: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+`AWS_REGION` / `AWS_DEFAULT_REGION`, and `AWS_ENDPOINT_URL` for S3-compatible
+stores (MinIO, Ceph, a local test server). Config files never hold them.
+
+Object stores have no rename, so a directory counts as written when its *marker*
+(a dataset's `manifest.json`, a run's `run.json`) is written, and the marker is
+always written last: `publish` removes the old marker first, uploads every other
+file, deletes objects the new version does not have, then writes the marker. A
+kill part way leaves no marker (or the old stage's status "running"), and the
+next run overwrites what it finds.
+
+Reading a remote directory goes through a node-local cache (`IRGPT_CACHE_DIR`,
+default `~/.cache/irgpt`): `fetch` lists the objects, keys the copy by the URI and
+every object's name, size and ETag, and downloads only when no copy with that
+key exists on this node; concurrent fetches download into their own temp
+directory and the first rename wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from irgpt.errors import CommandError
+
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+"""A URI with a scheme (s3://, gs://, hdfs://, file://...)."""
+CACHE_ENV = "IRGPT_CACHE_DIR"
+
+
+def is_uri(location) -> bool:
+    """True for an object-storage (or any non-`file://`) URI; local paths and `file://` are False."""
+    return isinstance(location, str) and bool(URI.match(location)) and not location.startswith("file://")
+
+
+def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem holding `location` and the path inside it."""
+    if not is_uri(location):
+        path = str(location)[len("file://"):] if str(location).startswith("file://") else str(location)
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    try:
+        fs, path = pafs.FileSystem.from_uri(str(location))
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"{location}: cannot open this location: {exc}") from exc
+    return fs, path.rstrip("/")
+
+
+def join(location: str | Path, *names: str) -> str:
+    """`location/name/...` for paths and URIs alike."""
+    if is_uri(location):
+        return "/".join([str(location).rstrip("/"), *[n.strip("/") for n in names]])
+    return str(Path(location, *names))
+
+
+def _info(location) -> pafs.FileInfo:
+    fs, path = resolve(location)
+    try:
+        return fs.get_file_info(path)
+    except OSError as exc:
+        raise CommandError(f"{location}: cannot read: {exc}") from exc
+
+
+def exists(location) -> bool:
+    return _info(location).type != pafs.FileType.NotFound
+
+
+def is_file(location) -> bool:
+    return _info(location).type == pafs.FileType.File
+
+
+def list_files(location) -> dict[str, pafs.FileInfo]:
+    """Every file under the directory `location`, by its path relative to it (empty if none)."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return {}
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return {i.path[len(path):].lstrip("/"): i for i in infos if i.type == pafs.FileType.File}
+
+
+def read_bytes(location) -> bytes:
+    fs, path = resolve(location)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise CommandError(f"{location}: not found") from exc
+
+
+def write_bytes(location, data: bytes) -> None:
+    """One object (a single PUT: readers see the old object or the new one) or an atomic local file."""
+    if not is_uri(location):
+        with _local_temp(location) as tmp:
+            tmp.write_bytes(data)
+        return
+    fs, path = resolve(location)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+@contextmanager
+def _local_temp(location):
+    """A temp name beside a local file, renamed onto it when the block ends without error."""
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(location, table) -> None:
+    """One Parquet file: atomic locally (temp name, rename); in object storage one upload
+    that becomes visible whole when it completes (a killed upload leaves no object)."""
+    import pyarrow.parquet as pq
+
+    if not is_uri(location):
+        with _local_temp(location) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        return
+    fs, path = resolve(location)
+    pq.write_table(table, path, filesystem=fs, compression="zstd")
+
+
+def read_json(location):
+    return json.loads(read_bytes(location))
+
+
+def write_json(location, obj) -> None:
+    write_bytes(location, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def delete(location) -> None:
+    """Remove a file or a whole directory (prefix); absent is fine."""
+    fs, path = resolve(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        fs.delete_file(path)
+    elif info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+# ------------------------------------------------------------ node cache --
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "irgpt")
+
+
+def _digest(text: str, n: int = 16) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _etag(fs: pafs.FileSystem, path: str) -> str:
+    try:
+        with fs.open_input_file(path) as f:
+            meta = f.metadata()
+    except OSError:
+        return ""
+    value = meta.get(b"ETag") or meta.get("ETag") or b""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def version_key(location: str) -> str:
+    """Identity of what `location` holds now: its objects' names, sizes and ETags."""
+    fs, path = resolve(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        entries = [("", info.size, _etag(fs, path))]
+    else:
+        entries = [(rel, i.size, _etag(fs, i.path)) for rel, i in sorted(list_files(location).items())]
+    return _digest(json.dumps([location, entries]))
+
+
+def fetch(location: str | Path) -> Path:
+    """A local path with `location`'s contents: local paths as they are; a URI's file or
+    directory copied into this node's cache, once per version (see the module doc). A path
+    inside a work mirror (`work_dir`) that this node does not have (the driver's mirror, seen
+    from a worker on another node) is read from the store it mirrors."""
+    if not is_uri(location):
+        path = Path(str(location)[len("file://"):] if str(location).startswith("file://") else location)
+        remote = None if path.exists() else remote_of(path)
+        return fetch(remote) if remote and exists(remote) else path
+    fs, path = resolve(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise CommandError(f"{location}: not found")
+    name = path.rstrip("/").rsplit("/", 1)[-1] or "root"
+    home = cache_root() / "objects" / _digest(str(location))
+    target = home / version_key(str(location)) / name
+    if target.exists():
+        return target
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=home))
+    try:
+        if info.type == pafs.FileType.File:
+            pafs.copy_files(path, str(tmp / name), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        else:
+            (tmp / name).mkdir()
+            for rel, item in list_files(location).items():
+                dest = tmp / name / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                pafs.copy_files(item.path, str(dest), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp / name, target)
+        except OSError:
+            if not target.exists():  # not a lost race: a real failure
+                raise
+        for old in home.iterdir():  # older versions of this location
+            if old.name != target.parent.name and not old.name.startswith(".fetch-"):
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------- work mirrors --
+def work_dir(location: str) -> Path:
+    """The node-local directory where a command works on the remote directory `location`:
+    `CACHE/work/SCHEME/BUCKET/KEY...`, so any node can tell which object a path in it
+    mirrors (`remote_of`)."""
+    scheme, _, rest = location.rstrip("/").partition("://")
+    return cache_root() / "work" / scheme / rest
+
+
+def remote_of(path: str | Path) -> str | None:
+    """The URI that `path` mirrors when it lies in this node's work mirrors, else None."""
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(cache_root().absolute() / "work")
+    except ValueError:
+        return None
+    if len(rel.parts) < 2:
+        return None
+    return f"{rel.parts[0]}://{'/'.join(rel.parts[1:])}"
+
+
+def readable(path: str | Path) -> str:
+    """What to give Ray Data (whose tasks run on any node) to read `path`: the store's URI
+    when `path` is in a work mirror, else the path itself."""
+    return remote_of(path) or str(path)
+
+
+def pull(location: str, local: str | Path, *, delete: bool = True) -> int:
+    """Make the local directory `local` hold what the remote directory `location` holds
+    (files whose size differs or that are missing are downloaded; with `delete`, local
+    files the remote lacks are removed). Returns the number of files downloaded."""
+    local = Path(local)
+    remote = list_files(location)
+    fs, _ = resolve(location)
+    local.mkdir(parents=True, exist_ok=True)
+    for path in sorted(local.rglob("*"), reverse=True) if delete else ():
+        rel = path.relative_to(local).as_posix()
+        if path.is_file() and rel not in remote:
+            path.unlink()
+    fetched = 0
+    for rel, info in remote.items():
+        dest = local / rel
+        if dest.is_file() and dest.stat().st_size == info.size:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.pull-{os.getpid()}")
+        pafs.copy_files(info.path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        os.replace(tmp, dest)
+        fetched += 1
+    return fetched
+
+
+def publish(local: str | Path, location: str, *, marker: str | None = None, prune: bool = True) -> int:
+    """Upload the local directory `local` to the remote directory `location`, marker last.
+
+    The remote `marker` (if any) is removed first, so the directory stops counting as
+    complete; then every other file is uploaded, objects the new version lacks are
+    deleted (unless not `prune`: several writers adding to one directory), and the marker is
+    written last. Returns the number of files uploaded."""
+    local = Path(local)
+    fs, base = resolve(location)
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                   if p.is_file() and ".tmp-" not in p.name and ".pull-" not in p.name)
+    if marker is not None and is_file(join(location, marker)):
+        _remove(fs, f"{base}/{marker}")
+    ordered = [f for f in files if f != marker] + ([marker] if marker in files else [])
+    stale = set(list_files(location)) - set(files) if prune else set()
+    for rel in ordered:
+        if rel == marker:
+            for old in sorted(stale):
+                _remove(fs, f"{base}/{old}")
+        _put(local / rel, fs, f"{base}/{rel}")
+    if marker not in files:
+        for old in sorted(stale):
+            _remove(fs, f"{base}/{old}")
+    return len(ordered)
+
+
+def share(path: str | Path) -> None:
+    """Make a directory of a work mirror readable from every node before workers start:
+    upload the files its store lacks or holds at another size (nothing for other paths)."""
+    remote = remote_of(path)
+    if remote is None or not Path(path).is_dir():
+        return
+    fs, base = resolve(remote)
+    have = list_files(remote)
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if rel not in have or have[rel].size != file.stat().st_size:
+            _put(file, fs, f"{base}/{rel}")
+
+
+def _put(source: Path, fs: pafs.FileSystem, path: str) -> None:
+    pafs.copy_files(str(source), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def _remove(fs: pafs.FileSystem, path: str) -> None:
+    fs.delete_file(path)
