@@ -61,7 +61,7 @@ class Stage:
     outputs stay in place until the new ones replace them, so a kill loses nothing."""
 
 
-TRAIN_RECORDS = ("train/summary.json", "train/args.json")
+TRAIN_RECORDS = ("train/summary.json", "train/train_args.json")
 STAGES = [
     Stage("synth", (), ("data.synth",), ("data",), atomic=True),
     Stage("fe_train", ("synth",), ("scoring.lesson1.extractor", "scoring.lesson1.fe_train"), ("fe",)),

@@ -311,6 +311,16 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
     return len(ordered)
 
 
+def node_output(directory: str | Path) -> tuple[Path, str | None]:
+    """Where a Ray worker writes the output directory `directory`: in place when its parent
+    exists on this node (the driver's node, a shared volume), else (a worker on another node
+    than the driver's work mirror) a new temp directory, with the store URI to upload it to
+    (`publish(..., prune=False)`) when done; the driver then pulls it."""
+    directory = Path(directory)
+    remote = None if directory.parent.exists() else remote_of(directory)
+    return (Path(tempfile.mkdtemp(prefix="irgpt-out-")), remote) if remote else (directory, None)
+
+
 def share(path: str | Path) -> None:
     """Make a directory of a work mirror readable from every node before workers start:
     upload the files its store lacks or holds at another size (nothing for other paths)."""

@@ -142,3 +142,37 @@ def test_cli_reads_and_writes_datasets_in_object_storage(tmp_path, s3_bucket, ca
     assert "already holds a dataset; pass --overwrite" in capsys.readouterr().err
     assert main(["data", "synth", "--out", out, "--num-samples", "4", "--seed", "3", "--overwrite"]) == 0
     assert storage.read_json(f"{out}/manifest.json")["num_scenes"] == 4
+
+
+def test_a_node_without_the_drivers_work_mirror_reads_and_writes_through_the_store(tmp_path, s3_bucket, monkeypatch):
+    """What a Ray worker on another node sees: the driver's mirror paths do not exist there."""
+    monkeypatch.setenv("IRGPT_CACHE_DIR", str(tmp_path / "cache"))
+    run = f"{s3_bucket}/runs/r1"
+    mirror = storage.work_dir(run)
+    assert mirror == tmp_path / "cache" / "work" / "s3" / s3_bucket[5:] / "runs" / "r1"
+    assert storage.remote_of(mirror / "tiers" / "part-00000.parquet") == f"{run}/tiers/part-00000.parquet"
+    assert storage.remote_of(tmp_path / "elsewhere") is None
+    assert storage.readable(mirror / "tiers") == f"{run}/tiers" and storage.readable(tmp_path) == str(tmp_path)
+
+    storage.publish(_dataset(tmp_path / "tiers", rows=3), f"{run}/tiers", marker="manifest.json")
+    assert not mirror.exists()  # this "node" has no mirror: reads come from the store, into the cache
+    got = storage.fetch(mirror / "tiers")
+    assert got != mirror / "tiers" and (got / "manifest.json").is_file()
+    from irgpt.data.io import shard_paths
+
+    assert [p.name for p in shard_paths(mirror / "tiers")] == ["part-00000.parquet", "part-00001.parquet"]
+    assert storage.fetch(mirror / "absent") == mirror / "absent"  # nothing in the store either: as given
+
+    # Writes: a temp directory uploaded to the store (several writers add to one directory).
+    local, store = storage.node_output(mirror / "train" / "stage1")
+    assert store == f"{run}/train/stage1" and local.is_dir() and not str(local).startswith(str(mirror))
+    (local / "metrics.rank1.jsonl").write_text("{}\n")
+    storage.publish(local, store, prune=False)
+    other, _ = storage.node_output(mirror / "train" / "stage1")
+    (other / "model").mkdir()
+    (other / "model" / "config.json").write_text("{}")
+    storage.publish(other, store, prune=False)
+    assert sorted(storage.list_files(store)) == ["metrics.rank1.jsonl", "model/config.json"]
+    mirror.mkdir(parents=True)
+    (mirror / "train").mkdir()
+    assert storage.node_output(mirror / "train" / "stage1") == (mirror / "train" / "stage1", None)  # driver's node

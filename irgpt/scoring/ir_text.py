@@ -183,7 +183,7 @@ def score_ir_text(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     warmup = str(Path(warmup).resolve())  # actors run in another directory
     ensure_ray(cfg.ray)
     pool = _pool_rows(data_dir, l2.pool_size, l2.seed, l2.context_length)
-    data_key = {"dir": str(data_dir.resolve()), "config_hash": data_manifest.get("config_hash"),
+    data_key = {"dir": storage.readable(data_dir.resolve()), "config_hash": data_manifest.get("config_hash"),
                 "created": data_manifest.get("created_unix")}
     common = {"model": l2.model, "pretrained": l2.pretrained, "seed": l2.seed,
               "context_length": l2.context_length, "pool": pool, "k": l2.pool_size}

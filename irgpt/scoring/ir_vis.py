@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from irgpt import storage
 from irgpt.config import Config, config_hash
 from irgpt.data.io import (
     base_manifest,
@@ -114,7 +115,7 @@ def _features_pass(cfg: Config, data_dir: Path, out_dir: Path, extractor: str, b
 
 def _data_key(data_dir: Path) -> dict:
     manifest = read_manifest(data_dir)
-    return {"dir": str(data_dir.resolve()), "config_hash": manifest.get("config_hash"),
+    return {"dir": storage.readable(data_dir.resolve()), "config_hash": manifest.get("config_hash"),
             "num_rows": manifest.get("num_rows"), "created": manifest.get("created_unix")}
 
 

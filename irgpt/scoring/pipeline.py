@@ -126,7 +126,9 @@ def run_pass(
     store = storage.remote_of(out_dir)  # a mirror of object storage: parts commit to the store
     parts = plan_parts(input_dir, pool.part_rows)
     state_path = out_dir / STATE_DIR / "plan.json"
-    plan = {"name": name, "key": key, "parts": [{k: p[k] for k in ("file", "start", "stop")} for p in parts]}
+    # Files by their store URI where they are a work mirror's: the same plan on any machine.
+    plan = {"name": name, "key": key,
+            "parts": [{"file": storage.readable(p["file"]), "start": p["start"], "stop": p["stop"]} for p in parts]}
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
     if force and store:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -188,8 +187,7 @@ class VlmJob(TrainingJob):
         # A worker on a node without the driver's work mirror of an object-storage run writes
         # into a temp directory and uploads it to the store on close (the driver pulls it).
         self.final_dir = Path(config["out_dir"])
-        self.store = None if self.final_dir.parent.exists() else storage.remote_of(self.final_dir)
-        self.out_dir = Path(tempfile.mkdtemp(prefix="irgpt-stage-")) if self.store else self.final_dir
+        self.out_dir, self.store = storage.node_output(self.final_dir)
         self.log = MetricsLog(self.out_dir, stage, rank)
         self.done, self.batches, self.initial_val, self.initial_r1 = 0, None, None, None
 

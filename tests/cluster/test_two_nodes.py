@@ -8,8 +8,9 @@ resource naming it. One CPU each, so the two scoring actors of each pass
 with `ray job submit`; the score manifests (`ray_nodes`) and the training
 summary must name both nodes. The same config then runs on one local node
 with 2 CPUs: score tables and tier assignments byte-identical, final stage-1
-loss within 1e-6. Both nodes share this machine's disk, as pods share a
-volume (docs/kuberay.md); `ray stop --force` afterwards, whatever happened.
+loss within 1e-6. The dataset and the run root are in object storage (the
+local S3 server of `tests/s3server.py`) and each node has its own cache
+directory, as pods do; `ray stop --force` afterwards, whatever happened.
 """
 
 from __future__ import annotations
@@ -18,23 +19,25 @@ import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 from test_job_submit import RAY, REPO, free_port, ray_env, submit
+
+from irgpt import storage
 
 SETS = ["train.num_workers=2", "scoring.lesson1.pool.concurrency=2", "scoring.lesson2.pool.concurrency=2",
         "scoring.lesson1.pool.part_rows=64", "scoring.lesson2.pool.part_rows=64",
         "run.stages=[synth,fe_train,score_l1,clip_warmup,score_l2,tier,train_stage1]"]
 
 
-def _sets(run_root: Path) -> list[str]:
-    return [a for item in SETS + [f"run.root={run_root}", "run.name=two"] for a in ("--set", item)]
+def _sets(root: str) -> list[str]:
+    items = SETS + [f"run.root={root}/runs", f"data.dir={root}/data", "run.name=two"]
+    return [a for item in items for a in ("--set", item)]
 
 
-def _files(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("part-*.parquet"))
-            if not p.relative_to(directory).parts[0].startswith("_")}  # not _features, _before, _state
+def _files(location: str) -> dict[str, bytes]:
+    return {rel: storage.read_bytes(f"{location}/{rel}") for rel in sorted(storage.list_files(location))
+            if rel.rsplit("/", 1)[-1].startswith("part-") and not rel.startswith("_")}  # not _features, _before
 
 
 def _nodes(env, address: str) -> set[str]:
@@ -45,8 +48,10 @@ def _nodes(env, address: str) -> set[str]:
 
 
 @pytest.mark.cluster
-def test_two_nodes_give_the_one_node_results(tmp_path):
+def test_two_nodes_give_the_one_node_results(tmp_path, s3_bucket):
     env = ray_env()
+    # Each node its own cache (fetched objects, the driver's work mirror), as pods have.
+    head_env, node_env = ({**env, "IRGPT_CACHE_DIR": str(tmp_path / name)} for name in ("cache-head", "cache-node"))
     gcs, dash = free_port(), free_port()
     # Short temp dirs: Ray's socket paths must stay under 107 characters.
     head_tmp, node_tmp = tempfile.mkdtemp(prefix="irgpt-h"), tempfile.mkdtemp(prefix="irgpt-n")
@@ -56,36 +61,37 @@ def test_two_nodes_give_the_one_node_results(tmp_path):
     second = [RAY, "start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", "--resources",
               '{"irgpt_second": 1}', "--temp-dir", node_tmp, "--disable-usage-stats"]
     try:
-        subprocess.run(head, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
-        subprocess.run(second, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        subprocess.run(head, check=True, env=head_env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        subprocess.run(second, check=True, env=node_env, cwd=REPO, capture_output=True, text=True, timeout=180)
         nodes = _nodes(env, f"127.0.0.1:{gcs}")
         assert len(nodes) == 2
         job = submit(env, dash, ["python", "jobs/pipeline.py", "--config", "configs/smoke.yaml",
-                                 *_sets(tmp_path / "two-node")])
+                                 *_sets(f"{s3_bucket}/two-node")])
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
-    two = tmp_path / "two-node" / "two"
+    two = f"{s3_bucket}/two-node/runs/two"
+    assert not (tmp_path / "cache-node" / "work").exists()  # the driver (head) alone keeps a work mirror
     for scores in ("scores_l1", "scores_l2"):
-        used = json.loads((two / scores / "manifest.json").read_text())["ray_nodes"]
+        used = storage.read_json(f"{two}/{scores}/manifest.json")["ray_nodes"]
         assert set(used) == nodes, (scores, used)  # both nodes scored parts
-    summary = json.loads((two / "train" / "summary.json").read_text())
+    summary = storage.read_json(f"{two}/train/summary.json")
     assert set(summary["stage1"]["ray_nodes"]) == nodes  # one Train worker on each node
 
     local = subprocess.run([sys.executable, "jobs/pipeline.py", "--config", "configs/smoke.yaml",
-                            *_sets(tmp_path / "one-node")], env=env, cwd=REPO, capture_output=True, text=True,
-                           timeout=1500)
+                            *_sets(f"{s3_bucket}/one-node")], cwd=REPO, capture_output=True, text=True,
+                           env={**env, "IRGPT_CACHE_DIR": str(tmp_path / "cache-local")}, timeout=1500)
     assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
-    one = tmp_path / "one-node" / "two"
-    assert len(json.loads((one / "scores_l1" / "manifest.json").read_text())["ray_nodes"]) == 1
+    one = f"{s3_bucket}/one-node/runs/two"
+    assert len(storage.read_json(f"{one}/scores_l1/manifest.json")["ray_nodes"]) == 1
     for output in ("scores_l1", "scores_l2", "tiers"):
-        got, want = _files(two / output), _files(one / output)
+        got, want = _files(f"{two}/{output}"), _files(f"{one}/{output}")
         assert got and list(got) == list(want), output
         assert got == want, f"{output}: the two-node files differ from the one-node run's"
-    one_summary = json.loads((one / "train" / "summary.json").read_text())
+    one_summary = storage.read_json(f"{one}/train/summary.json")
     assert summary["stage1"]["final_val_loss"] == pytest.approx(one_summary["stage1"]["final_val_loss"], abs=1e-6)
     assert summary["stage1"]["steps"] == one_summary["stage1"]["steps"] > 0
-    last = [[r["loss"] for r in map(json.loads, (run / "train" / "stage1" / "metrics.jsonl").read_text().splitlines())
+    last = [[r["loss"] for r in map(json.loads, storage.read_bytes(f"{run}/train/stage1/metrics.jsonl").splitlines())
              if "loss" in r][-1] for run in (two, one)]
     assert last[0] == pytest.approx(last[1], abs=1e-6)  # the final step's training loss
