@@ -173,7 +173,7 @@ class Pipeline:
                 storage.write_bytes(loc, local.read_bytes())
             elif loc and local.exists():
                 marker = "manifest.json" if (local / "manifest.json").is_file() else None
-                n = storage.publish(local, loc, marker=marker)
+                n = storage.publish(local, loc, marker=marker, keep=("ray/",))  # Ray Train's own uploads
                 log0(f"[pipeline] {output}: {n} file(s) written to {loc}")
 
     def key(self, stage: Stage) -> str:

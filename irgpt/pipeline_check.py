@@ -48,6 +48,25 @@ class Checks:
         self.add(stage, what, status, detail)
 
 
+def _run_root(cfg: Config) -> str:
+    """The run directory: a writable local place, or a reachable bucket."""
+    from irgpt import storage
+
+    if not storage.is_uri(cfg.run.root):
+        return _writable_parent(cfg.run_dir)
+    run = storage.join(cfg.run.root, cfg.run.name)
+    fs, path = storage.resolve(run)
+    bucket = path.split("/", 1)[0]
+    try:
+        found = fs.get_file_info(bucket).type
+        resuming = storage.is_file(storage.join(run, "run.json"))
+    except OSError as exc:
+        raise CommandError(f"run.root {cfg.run.root}: cannot reach the store: {exc}") from None
+    if found.name == "NotFound":
+        raise CommandError(f"run.root {cfg.run.root}: no bucket {bucket!r} (create it first)")
+    return f"{run} (object storage; {'run.json there: the run resumes' if resuming else 'a new run'})"
+
+
 def _writable_parent(path: Path) -> str:
     probe = path.resolve()
     while not probe.exists():
@@ -76,13 +95,21 @@ def _extractor(cfg: Config) -> str:
 
 
 def _clip(cfg: Config) -> str:
+    from irgpt import storage
     from irgpt.models.clip import check_clip_source
     from irgpt.models.hf_clip import describe_hf_clip, is_hf_clip_dir
 
     l2 = cfg.scoring.lesson2
-    path = check_clip_source(l2.model, l2.pretrained)
-    if is_hf_clip_dir(l2.model):
-        return describe_hf_clip(l2.model)
+    # In object storage: a CLIP directory's configs only; a checkpoint file's size only.
+    model = str(storage.fetch(l2.model, without=storage.WEIGHT_SUFFIXES)) if storage.is_uri(l2.model) else l2.model
+    if storage.is_uri(l2.pretrained):
+        if not storage.is_file(l2.pretrained):
+            raise CommandError(f"scoring.lesson2.pretrained: checkpoint file not found: {l2.pretrained}")
+        check_clip_source(model, None)
+        return f"open_clip {l2.model}, weights {l2.pretrained} ({storage.size(l2.pretrained) / 2**20:.0f} MiB)"
+    path = check_clip_source(model, l2.pretrained)
+    if is_hf_clip_dir(model):
+        return describe_hf_clip(model, sorted(storage.list_files(l2.model)) if storage.is_uri(l2.model) else None)
     if path is None:
         return "warning", f"open_clip {l2.model} with scoring.lesson2.pretrained null: random init"
     return f"open_clip {l2.model}, weights {path} ({Path(path).stat().st_size / 2**20:.0f} MiB)"
@@ -93,7 +120,11 @@ def _vlm(cfg: Config) -> str:
 
     if cfg.train.model == "tiny":
         return "warning", "tiny: a random-init LLaVA built from configs (its LLM text warm-started)"
-    found = check_vlm_dir(cfg.train.model, cfg.train.trust_remote_code, cfg.train.max_length)
+    from irgpt import storage
+
+    # In object storage: its configs, tokenizer and templates only, not the weights.
+    found = check_vlm_dir(storage.fetch(cfg.train.model, without=storage.WEIGHT_SUFFIXES),
+                          cfg.train.trust_remote_code, cfg.train.max_length)
     return (f"{found['architecture']} (family {found['family']}): {found['num_image_tokens']} image tokens at "
             f"{found['image_size']} px as {' '.join(found['image_tokens'])}; prompt {found['prompt_format']}"
             f"{' (list content)' if found['list_content'] else ''}, eos {found['eos_token']}")
@@ -141,12 +172,12 @@ def check_pipeline(cfg: Config) -> dict:
     except CommandError as exc:
         checks.add("run", "run.stages", "error", str(exc))
         wanted = []
-    checks.run("run", "run directory", lambda: _writable_parent(cfg.run_dir))
+    checks.run("run", "run directory", lambda: _run_root(cfg))
     if "synth" in wanted:
         s = cfg.data.synth
-        checks.add("synth", "data", "ok", f"{s.num_samples} synthetic scenes (seed {s.seed}) into {cfg.data_dir}")
+        checks.add("synth", "data", "ok", f"{s.num_samples} synthetic scenes (seed {s.seed}) into {cfg.data_location}")
     else:
-        checks.run("data", "data.dir", lambda: _dataset(cfg.data_dir))
+        checks.run("data", "data.dir", lambda: _dataset(cfg.data_location))
     if {"fe_train", "score_l1"} & set(wanted):
         checks.run("score_l1", "scoring.lesson1.extractor", lambda: _extractor(cfg))
         if cfg.scoring.lesson1.visible_data:

@@ -85,6 +85,10 @@ def is_file(location) -> bool:
     return _info(location).type == pafs.FileType.File
 
 
+def size(location) -> int:
+    return _info(location).size
+
+
 def list_files(location) -> dict[str, pafs.FileInfo]:
     """Every file under the directory `location`, by its path relative to it (empty if none)."""
     fs, path = resolve(location)
@@ -179,33 +183,39 @@ def _etag(fs: pafs.FileSystem, path: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def version_key(location: str) -> str:
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+"""What `fetch(..., without=WEIGHT_SUFFIXES)` leaves out: checks that read configs only."""
+
+
+def version_key(location: str, without: tuple[str, ...] = ()) -> str:
     """Identity of what `location` holds now: its objects' names, sizes and ETags."""
     fs, path = resolve(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         entries = [("", info.size, _etag(fs, path))]
     else:
-        entries = [(rel, i.size, _etag(fs, i.path)) for rel, i in sorted(list_files(location).items())]
-    return _digest(json.dumps([location, entries]))
+        entries = [(rel, i.size, _etag(fs, i.path)) for rel, i in sorted(list_files(location).items())
+                   if not rel.endswith(without)]
+    return _digest(json.dumps([location, entries, list(without)]))
 
 
-def fetch(location: str | Path) -> Path:
+def fetch(location: str | Path, *, without: tuple[str, ...] = ()) -> Path:
     """A local path with `location`'s contents: local paths as they are; a URI's file or
     directory copied into this node's cache, once per version (see the module doc). A path
     inside a work mirror (`work_dir`) that this node does not have (the driver's mirror, seen
-    from a worker on another node) is read from the store it mirrors."""
+    from a worker on another node) is read from the store it mirrors. `without`: file name
+    endings left out of a directory (a dry run's config-only look at a model)."""
     if not is_uri(location):
         path = Path(str(location)[len("file://"):] if str(location).startswith("file://") else location)
         remote = None if path.exists() else remote_of(path)
-        return fetch(remote) if remote and exists(remote) else path
+        return fetch(remote, without=without) if remote and exists(remote) else path
     fs, path = resolve(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise CommandError(f"{location}: not found")
     name = path.rstrip("/").rsplit("/", 1)[-1] or "root"
     home = cache_root() / "objects" / _digest(str(location))
-    target = home / version_key(str(location)) / name
+    target = home / version_key(str(location), without) / name
     if target.exists():
         return target
     home.mkdir(parents=True, exist_ok=True)
@@ -216,6 +226,8 @@ def fetch(location: str | Path) -> Path:
         else:
             (tmp / name).mkdir()
             for rel, item in list_files(location).items():
+                if rel.endswith(without):
+                    continue
                 dest = tmp / name / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 pafs.copy_files(item.path, str(dest), source_filesystem=fs,
@@ -285,13 +297,15 @@ def pull(location: str, local: str | Path, *, delete: bool = True) -> int:
     return fetched
 
 
-def publish(local: str | Path, location: str, *, marker: str | None = None, prune: bool = True) -> int:
+def publish(local: str | Path, location: str, *, marker: str | None = None, prune: bool = True,
+            keep: tuple[str, ...] = ()) -> int:
     """Upload the local directory `local` to the remote directory `location`, marker last.
 
     The remote `marker` (if any) is removed first, so the directory stops counting as
     complete; then every other file is uploaded, objects the new version lacks are
-    deleted (unless not `prune`: several writers adding to one directory), and the marker is
-    written last. Returns the number of files uploaded."""
+    deleted (unless not `prune`: several writers adding to one directory; never those under
+    the prefixes `keep`, which others write there), and the marker is written last. Returns
+    the number of files uploaded."""
     local = Path(local)
     fs, base = resolve(location)
     files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
@@ -299,7 +313,7 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
     if marker is not None and is_file(join(location, marker)):
         _remove(fs, f"{base}/{marker}")
     ordered = [f for f in files if f != marker] + ([marker] if marker in files else [])
-    stale = set(list_files(location)) - set(files) if prune else set()
+    stale = {f for f in set(list_files(location)) - set(files) if not f.startswith(keep)} if prune else set()
     for rel in ordered:
         if rel == marker:
             for old in sorted(stale):

@@ -79,3 +79,31 @@ def test_the_default_config_passes_with_warnings_for_random_init_models(tmp_path
     assert result["ok"]
     warned = {r["what"] for r in result["checks"] if r["status"] == "warning"}
     assert {"scoring.lesson1.extractor", "scoring.lesson2.model", "train.model"} <= warned
+
+
+def test_a_config_in_object_storage_is_checked_without_fetching_weights(inputs, s3_bucket, tmp_path, monkeypatch):
+    """Models, dataset and run root in a bucket: every check passes, the VLM's weights are
+    not downloaded (its config, tokenizer and templates are), a missing bucket is named."""
+    from irgpt import storage
+
+    monkeypatch.setenv("IRGPT_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("vlm", "clip"):
+        storage.publish(inputs[name], f"{s3_bucket}/models/{name}")
+    storage.write_bytes(f"{s3_bucket}/models/infmae.pth", inputs["infmae"].read_bytes())
+    args = _real_scale(inputs, f"train.model={s3_bucket}/models/vlm", f"scoring.lesson2.model={s3_bucket}/models/clip",
+                       f"scoring.lesson1.extractor={s3_bucket}/models/infmae.pth", f"run.root={s3_bucket}/runs")
+    result = check_pipeline(load_config(None, args))
+    assert result["ok"], [r for r in result["checks"] if r["status"] == "error"]
+    rows = _by_what(result)
+    assert rows[("run", "run directory")]["detail"] == f"{s3_bucket}/runs/demo (object storage; a new run)"
+    assert "Qwen2VLForConditionalGeneration (family qwen2_vl)" in rows[("train", "train.model")]["detail"]
+    assert "kind infmae" in rows[("score_l1", "scoring.lesson1.extractor")]["detail"]
+    fetched = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert {"config.json", "tokenizer_config.json", "preprocessor_config.json"} <= {p.name for p in fetched}
+    assert [p.name for p in fetched if p.suffix == ".safetensors"] == []  # neither the VLM's nor CLIP's weights
+    assert sorted(p.name for p in fetched if p.suffix == ".pth") == ["infmae.pth"]  # read for its tensor shapes
+
+    result = check_pipeline(load_config(None, [*args, "run.root=s3://no-such-bucket-irgpt/runs"]))
+    assert not result["ok"]
+    assert _by_what(result)[("run", "run directory")]["detail"] == (
+        "run.root s3://no-such-bucket-irgpt/runs: no bucket 'no-such-bucket-irgpt' (create it first)")

@@ -90,6 +90,13 @@ class Config:
             return storage.fetch(self.data.dir)
         return Path(self.data.dir) if self.data.dir else self.run_dir / "data"
 
+    @property
+    def data_location(self) -> str:
+        """Where the dataset is, without fetching it: `data.dir`, or RUN_DIR/data (a path or URI)."""
+        from irgpt import storage
+
+        return self.data.dir or storage.join(self.run.root, self.run.name, "data")
+
     def input_data(self, given: str | Path | None, flag: str = "--data") -> Path:
         """The dataset a command reads: `given` (its `flag`), else `data_dir`.
 

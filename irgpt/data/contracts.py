@@ -86,10 +86,15 @@ def parse(contract: type[Contract], data: Any, where: str) -> Contract:
 
 
 def read(contract: type[Contract], directory: str | Path) -> Contract:
-    """The contract file of `directory`, checked."""
-    path = Path(directory) / contract.FILE
+    """The contract file of `directory` (a directory in object storage too), checked."""
+    from irgpt import storage
+
+    remote = storage.is_uri(str(directory))
+    path = storage.join(str(directory), contract.FILE) if remote else Path(directory) / contract.FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        if remote and not storage.is_file(path):
+            raise FileNotFoundError(path)
+        text = storage.read_bytes(path).decode("utf-8") if remote else path.read_text(encoding="utf-8")
     except FileNotFoundError:
         what = contract.KIND or contract.__name__
         raise CommandError(f"{directory}: not a {what} directory (no {contract.FILE})") from None

@@ -44,18 +44,21 @@ def is_hf_clip_dir(name: str | Path) -> bool:
         return False
 
 
-def describe_hf_clip(directory: str | Path) -> str:
+def describe_hf_clip(directory: str | Path, names: list[str] | None = None) -> str:
     """What a Hugging Face CLIP directory holds, checked without reading its weights (the
-    pipeline's dry run): the config, a tokenizer with a pad token, the processor's mean/std."""
+    pipeline's dry run): the config, a tokenizer with a pad token, the processor's mean/std.
+    `names`: the directory's file names where they differ from what is on disk (a copy of an
+    object-storage directory made without its weights)."""
     from transformers import AutoConfig
 
     directory = Path(directory)
+    names = names if names is not None else [p.name for p in directory.iterdir()]
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
     tokenizer = HFClipTokenizer(directory).tokenizer
     processor = directory / "preprocessor_config.json"
     if not processor.is_file():
         raise CommandError(f"{directory}: no preprocessor_config.json (the image mean/std the weights expect)")
-    weights = [p.name for p in directory.glob("*.safetensors")] + [p.name for p in directory.glob("*.bin")]
+    weights = [n for n in names if "/" not in n and n.endswith((".safetensors", ".bin"))]
     if not weights:
         raise CommandError(f"{directory}: no *.safetensors or *.bin weights")
     vc, tc = config.vision_config, config.text_config

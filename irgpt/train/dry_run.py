@@ -75,7 +75,10 @@ def model_config_for(cfg: Config, warnings: list[str]):
         from irgpt.models.vlm import TINY_VOCAB_SIZE, tiny_vlm_config
 
         return tiny_vlm_config(TINY_VOCAB_SIZE, image_token_id=4), "tiny (random init, built from configs)"
-    path = Path(name)
+    from irgpt import storage
+
+    # A model in object storage: its config only (no weights are fetched for a dry run).
+    path = storage.fetch(name, without=storage.WEIGHT_SUFFIXES) if storage.is_uri(name) else Path(name)
     if (path / "config.json").is_file():
         from transformers import AutoConfig
 
@@ -146,11 +149,13 @@ def _dataset_sizes(data_dir: str | Path) -> dict | None:
     """Rows for stage 1 (caption) and stage 2 (other tasks) from the manifest, all splits (an estimate)."""
     import json
 
-    manifest = Path(data_dir) / "manifest.json"
-    if not manifest.is_file():
+    from irgpt import storage
+
+    manifest = storage.join(str(data_dir), "manifest.json")
+    if not storage.is_file(manifest):
         return None
     try:
-        data = json.loads(manifest.read_text())
+        data = json.loads(storage.read_bytes(manifest))
     except json.JSONDecodeError:
         return None
     tasks = (data.get("composition") or {}).get("task") or {}
@@ -160,10 +165,12 @@ def _dataset_sizes(data_dir: str | Path) -> dict | None:
 
 
 def _check_paths(cfg: Config) -> list[dict]:
+    from irgpt import storage
+
     checks = []
     if cfg.train.model != "tiny":
         checks.append(("train.model", cfg.train.model, "a local model directory"))
-    checks.append(("data.dir", str(cfg.data_dir), "made by `irgpt data synth` / `irgpt data import`"))
+    checks.append(("data.dir", cfg.data_location, "made by `irgpt data synth` / `irgpt data import`"))
     lesson1 = cfg.scoring.lesson1
     if lesson1.extractor != "tiny":
         checks.append(("scoring.lesson1.extractor", lesson1.extractor, "a local ViTMAE directory"))
@@ -173,7 +180,7 @@ def _check_paths(cfg: Config) -> list[dict]:
         checks.append(("scoring.lesson2.pretrained", cfg.scoring.lesson2.pretrained, "a CLIP checkpoint file"))
     if cfg.eval.bench_dir:
         checks.append(("eval.bench_dir", cfg.eval.bench_dir, "a dataset directory"))
-    return [{"key": k, "path": p, "exists": Path(p).exists(), "what": w} for k, p, w in checks]
+    return [{"key": k, "path": p, "exists": storage.exists(p), "what": w} for k, p, w in checks]
 
 
 def dry_run(cfg: Config, strict: bool = False, file=None) -> dict:
@@ -201,7 +208,7 @@ def dry_run(cfg: Config, strict: bool = False, file=None) -> dict:
         (errors if wants_stage2 else warnings).append(
             f"train.lora.target_modules {train.lora.target_modules!r} matches no module of {counts['architecture']}")
 
-    sizes = _dataset_sizes(cfg.data_dir)
+    sizes = _dataset_sizes(cfg.data_location)
     stages: dict = {}
     for key, stage_cfg in (("stage1", train.stage1), ("stage2", train.stage2)):
         try:

@@ -13,6 +13,8 @@ import yaml
 from .kube_schema import LOADER, REPO_ROOT
 
 CLUSTER_DIR = REPO_ROOT / "cluster"
+# The object-storage variant (no shared volume): its manifests live here.
+OBJECT_STORAGE_DIR = CLUSTER_DIR / "object-storage"
 REAL_CONFIG = REPO_ROOT / "configs" / "internvl2-8b.yaml"
 SHARED_MOUNT = "/mnt/irgpt"
 IMAGE_REPO_DIR = "/home/ray/irgpt"  # cluster/Dockerfile WORKDIR = the RayJobs' working_dir
@@ -70,8 +72,19 @@ def docs_of_kind(kind: str) -> list[Doc]:
 
 
 def find_doc(filename: str) -> Doc:
+    """The one document of cluster/`filename` (a path relative to cluster/)."""
     (doc,) = documents(CLUSTER_DIR / filename)
     return doc
+
+
+def cluster_rel(path: Path) -> str:
+    """`path` relative to cluster/, e.g. "object-storage/storage-config.yaml"."""
+    return path.relative_to(CLUSTER_DIR).as_posix()
+
+
+def uses_shared_volume(doc: Doc) -> bool:
+    """True for the shared-volume (PVC) setup; False for the object-storage variant."""
+    return not doc.path.is_relative_to(OBJECT_STORAGE_DIR)
 
 
 # ------------------------------------------------------- pod templates ----

@@ -15,6 +15,7 @@ from .kube_schema import REPO_ROOT, cel_guarded_paths, schema_errors, version_sc
 from .manifests import (
     CLUSTER_DIR,
     all_documents,
+    cluster_rel,
     cluster_specs,
     docs_of_kind,
     documents,
@@ -25,13 +26,16 @@ from .manifests import (
 )
 
 RAY_KINDS = ("RayCluster", "RayJob")
-EXPECTED_FILES = {
+EXPECTED_FILES = {  # relative to cluster/
     "kustomization.yaml",
     "pvc.yaml",
     "raycluster.yaml",
     "rayjob-pipeline.yaml",
     "rayjob-tune.yaml",
     "runtime_env.yaml",
+    # the object-storage variant (no shared volume)
+    "object-storage/storage-config.yaml",
+    "object-storage/rayjob-pipeline-s3.yaml",
 }
 USAGE_LINE = re.compile(r"^# (kubectl apply|ray job submit) ")
 
@@ -41,7 +45,7 @@ def _rel(path) -> str:
 
 
 def test_expected_manifests_exist():
-    names = {p.name for p in manifest_files()}
+    names = {cluster_rel(p) for p in manifest_files()}
     assert EXPECTED_FILES <= names, f"missing: {sorted(EXPECTED_FILES - names)}"
 
 
@@ -164,6 +168,20 @@ BROKEN = [
         "rayjob-pipeline.yaml",
         _delete(lambda b: b["spec"]["submitterPodTemplate"]["spec"], "containers"),
         "'containers' is a required property",
+    ),
+    (
+        "object-storage/rayjob-pipeline-s3.yaml",
+        _set(
+            lambda b: _gpu(_cluster(b))["template"]["spec"]["volumes"][0]["emptyDir"],
+            "sizeLimit",
+            "lots",
+        ),
+        "does not match",
+    ),
+    (
+        "object-storage/rayjob-pipeline-s3.yaml",
+        lambda b: _head(_cluster(b))["envFrom"].append({"configMapRef": {"name": "x", "key": "y"}}),
+        "'key' was unexpected",
     ),
     (
         "rayjob-tune.yaml",

@@ -25,6 +25,7 @@ from .manifests import (
     pod_templates,
     quantity,
     runtime_env_of,
+    uses_shared_volume,
     worker_group,
 )
 
@@ -33,6 +34,15 @@ CLUSTERS = [(f"{d.label} {w}", s) for d in k8s_documents() for w, s in cluster_s
 IDS = [w for w, _ in CLUSTERS]
 RAY_TEMPLATES = [
     (f"{d.label} {w}", t) for d in k8s_documents() for w, t in pod_templates(d) if "Group" in w
+]
+# The Ray pods of the shared-volume setup (cluster/object-storage/ mounts no PVC:
+# test_object_storage.py checks it).
+SHARED_VOLUME_TEMPLATES = [
+    (w, t)
+    for d in k8s_documents()
+    if uses_shared_volume(d)
+    for w, t in RAY_TEMPLATES
+    if w.startswith(d.label + " ")
 ]
 CONTAINERS = list(all_containers())
 RUNTIME_ENV_FIELDS = {  # ray.runtime_env.RuntimeEnv's documented fields
@@ -142,7 +152,17 @@ def test_pvc_is_read_write_many():
     assert "ReadWriteMany" in pvc.body["spec"]["accessModes"]
 
 
-@pytest.mark.parametrize("where,template", RAY_TEMPLATES, ids=[w for w, _ in RAY_TEMPLATES])
+def test_shared_volume_templates_are_selected():
+    """The PVC check below covers raycluster.yaml and rayjob-pipeline.yaml (3 Ray pods
+    each), not the object-storage variant."""
+    labels = {w.split(" ")[0].split("#")[0] for w, _ in SHARED_VOLUME_TEMPLATES}
+    assert labels == {"cluster/raycluster.yaml", "cluster/rayjob-pipeline.yaml"}
+    assert len(SHARED_VOLUME_TEMPLATES) == 6
+
+
+@pytest.mark.parametrize(
+    "where,template", SHARED_VOLUME_TEMPLATES, ids=[w for w, _ in SHARED_VOLUME_TEMPLATES]
+)
 def test_every_ray_pod_mounts_the_shared_pvc(where, template):
     (pvc,) = docs_of_kind("PersistentVolumeClaim")
     volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
@@ -253,6 +273,14 @@ def test_rayjob_runtime_env(doc):
 ENTRYPOINTS = {
     "irgpt-pipeline": "python jobs/pipeline.py --config configs/internvl2-8b.yaml",
     "irgpt-tune": "python jobs/tune.py --config configs/internvl2-8b.yaml --space tune_spaces/default.yaml",
+    # The object-storage variant: every location from the ConfigMap irgpt-storage.
+    "irgpt-pipeline-s3": "python jobs/pipeline.py --config configs/internvl2-8b.yaml"
+    " --set run.root=${IRGPT_RUN_ROOT:?}"
+    " --set data.dir=${IRGPT_DATA_DIR:?}"
+    " --set train.model=${IRGPT_MODELS:?}/InternVL2-8B"
+    " --set scoring.lesson1.extractor=${IRGPT_MODELS:?}/infmae/checkpoint.pth"
+    " --set scoring.lesson2.pretrained=${IRGPT_MODELS:?}/clip/ViT-B-16-openai.bin"
+    " --set train.storage_path=${IRGPT_RAY_STORAGE:?}",
 }
 
 
@@ -268,7 +296,9 @@ REFERENCED = sorted(
 
 @pytest.mark.parametrize("rel", REFERENCED)
 def test_entrypoint_files_exist(rel):
-    assert (REPO_ROOT / rel).is_file(), f"a RayJob entrypoint names {rel}, which the repository lacks"
+    assert (REPO_ROOT / rel).is_file(), (
+        f"a RayJob entrypoint names {rel}, which the repository lacks"
+    )
 
 
 def test_training_world_reads_the_real_config(tmp_path, monkeypatch):
