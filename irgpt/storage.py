@@ -273,9 +273,10 @@ def readable(path: str | Path) -> str:
 
 
 def pull(location: str, local: str | Path, *, delete: bool = True) -> int:
-    """Make the local directory `local` hold what the remote directory `location` holds
-    (files whose size differs or that are missing are downloaded; with `delete`, local
-    files the remote lacks are removed). Returns the number of files downloaded."""
+    """Make the local directory `local` hold what the remote directory `location` holds:
+    a file is downloaded unless the local copy has the object's size and modification time
+    (each copy this module makes, downloaded or uploaded, takes the object's time); with
+    `delete`, local files the remote lacks are removed. Returns the number downloaded."""
     local = Path(local)
     remote = list_files(location)
     fs, _ = resolve(location)
@@ -287,14 +288,29 @@ def pull(location: str, local: str | Path, *, delete: bool = True) -> int:
     fetched = 0
     for rel, info in remote.items():
         dest = local / rel
-        if dest.is_file() and dest.stat().st_size == info.size:
+        if _same(dest, info):
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.pull-{os.getpid()}")
         pafs.copy_files(info.path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        _stamp(tmp, info)
         os.replace(tmp, dest)
         fetched += 1
     return fetched
+
+
+def _same(path: Path, info: pafs.FileInfo) -> bool:
+    """Whether the local `path` is a copy of the object `info` (size and time)."""
+    if not path.is_file() or info.mtime is None:
+        return False
+    st = path.stat()
+    return st.st_size == info.size and int(st.st_mtime) == int(info.mtime.timestamp())
+
+
+def _stamp(path: Path, info: pafs.FileInfo) -> None:
+    if info.mtime is not None:
+        t = info.mtime.timestamp()
+        os.utime(path, (t, t))
 
 
 def publish(local: str | Path, location: str, *, marker: str | None = None, prune: bool = True,
@@ -322,6 +338,11 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
     if marker not in files:
         for old in sorted(stale):
             _remove(fs, f"{base}/{old}")
+    if is_uri(location):  # the local copies take the objects' times: a later pull skips them
+        remote = list_files(location)
+        for rel in ordered:
+            if rel in remote and (local / rel).stat().st_size == remote[rel].size:
+                _stamp(local / rel, remote[rel])
     return len(ordered)
 
 

@@ -176,3 +176,24 @@ def test_a_node_without_the_drivers_work_mirror_reads_and_writes_through_the_sto
     mirror.mkdir(parents=True)
     (mirror / "train").mkdir()
     assert storage.node_output(mirror / "train" / "stage1") == (mirror / "train" / "stage1", None)  # driver's node
+
+
+def test_pull_replaces_a_local_copy_of_the_same_size_but_another_version(tmp_path, s3_bucket):
+    """A manifest rewritten with the same length (another machine's run) is still pulled."""
+    uri = f"{s3_bucket}/same-size"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "manifest.json").write_text('{"created": 1111}')
+    storage.publish(src, uri)
+    assert storage.pull(uri, src) == 0  # publish stamped the local copy: nothing to fetch
+    mirror = tmp_path / "mirror"
+    assert storage.pull(uri, mirror) == 1 and storage.pull(uri, mirror) == 0
+    import time
+
+    time.sleep(1.1)  # object times have one-second resolution
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"created": 2222}')
+    storage.publish(other, uri)
+    assert storage.pull(uri, mirror) == 1
+    assert (mirror / "manifest.json").read_text() == '{"created": 2222}'
