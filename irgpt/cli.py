@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 INPUT_FLAGS = ("config", "data", "scores", "tiers", "model", "bench", "extractor", "visible_data", "warmup",
                "init_checkpoint", "annotations", "image_root")
 OUTPUT_FLAGS = ("out", "resume")
+MARKERS = ("manifest.json", "run.json", "summary.json", "fe_train.json", "clip_warmup.json", "metrics.json")
+"""The file an output directory is published with last (the first one it holds): a dataset's
+manifest, or the report a command writes when it is done."""
 
 
 def _localize(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -80,11 +83,24 @@ def _localize(args: argparse.Namespace) -> list[tuple[str, str]]:
             shutil.rmtree(local, ignore_errors=True)
             local.mkdir(parents=True)
             (local / "manifest.json").write_bytes(storage.read_bytes(storage.join(value, "manifest.json")))
-        elif storage.exists(value):
-            storage.pull(value, local)
+        elif storage.exists(value):  # a run to resume: keep what is here, leave Ray's checkpoints in the store
+            storage.pull(value, local, delete=False, skip=("ray",))
         setattr(args, dest, str(local))
         outputs.append((str(local), value))
     return outputs
+
+
+def _refuse_other_uris(args: argparse.Namespace) -> None:
+    """A URI left in any other argument would become a local folder `s3:`: refused, named."""
+    from irgpt import storage
+
+    for dest, value in vars(args).items():
+        if dest in INPUT_FLAGS + OUTPUT_FLAGS + ("set",):
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and storage.is_uri(v):
+                raise CommandError(f"{dest.replace('_', '-')} {v}: object storage is not supported for this "
+                                   "argument; give a local path (docs/storage.md lists what takes a URI)")
 
 
 def _publish(outputs: list[tuple[str, str]]) -> None:
@@ -97,8 +113,8 @@ def _publish(outputs: list[tuple[str, str]]) -> None:
         if path.is_file():
             storage.write_bytes(uri, path.read_bytes())
         elif path.is_dir():
-            marker = "manifest.json" if (path / "manifest.json").is_file() else None
-            n = storage.publish(path, uri, marker=marker)
+            marker = next((m for m in MARKERS if (path / m).is_file()), None)
+            n = storage.publish(path, uri, marker=marker, keep=("ray",))
             print(f"irgpt: {n} file(s) written to {uri}", file=sys.stderr)
 
 
@@ -109,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         try:
             outputs = _localize(args)
+            _refuse_other_uris(args)
             code = int(args.func(args) or 0)
             if code == 0:
                 _publish(outputs)

@@ -161,7 +161,7 @@ class Pipeline:
                 self.path(output).parent.mkdir(parents=True, exist_ok=True)
                 self.path(output).write_bytes(storage.read_bytes(loc))
             elif loc and storage.exists(loc):
-                n = storage.pull(loc, self.path(output))
+                n = storage.pull(loc, self.path(output), skip=("ray",))  # Ray reads its checkpoints itself
                 if n:
                     log0(f"[pipeline] fetched {n} file(s) of {output} from {loc}")
 
@@ -173,7 +173,7 @@ class Pipeline:
                 storage.write_bytes(loc, local.read_bytes())
             elif loc and local.exists():
                 marker = "manifest.json" if (local / "manifest.json").is_file() else None
-                n = storage.publish(local, loc, marker=marker, keep=("ray/",))  # Ray Train's own uploads
+                n = storage.publish(local, loc, marker=marker, keep=("ray",))  # Ray Train's own uploads
                 log0(f"[pipeline] {output}: {n} file(s) written to {loc}")
 
     def key(self, stage: Stage) -> str:
@@ -204,7 +204,7 @@ class Pipeline:
         prev = self.previous.get(stage.name, {})
         outputs = [self.path(o) for o in stage.outputs]
         entry = {"name": stage.name, "key": key, "outputs": [str(p) for p in outputs], "started": time.time()}
-        up_to_date = prev.get("status") == "done" and prev.get("key") == key and all(map(self.exists, stage.outputs))
+        up_to_date = prev.get("status") in ("done", "skipped") and prev.get("key") == key and all(map(self.exists, stage.outputs))
         if up_to_date and not self.force and stage.name != "report":
             where = [self.location(o) or str(self.path(o)) for o in stage.outputs]
             log0(f"[pipeline] {stage.name}: outputs up to date, skipped ({', '.join(where)})")

@@ -187,15 +187,15 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 """What `fetch(..., without=WEIGHT_SUFFIXES)` leaves out: checks that read configs only."""
 
 
-def version_key(location: str, without: tuple[str, ...] = ()) -> str:
-    """Identity of what `location` holds now: its objects' names, sizes and ETags."""
+def version_key(location: str, without: tuple[str, ...] = (), times: bool = True) -> str:
+    """Identity of what `location` holds now: its objects' names, sizes, ETags and (with
+    `times`) modification times. Without times, the same content uploaded again (same
+    ETags) keeps its key: what names a run that another machine may resume."""
     fs, path = resolve(location)
     info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        entries = [("", info.size, _etag(fs, path))]
-    else:
-        entries = [(rel, i.size, _etag(fs, i.path)) for rel, i in sorted(list_files(location).items())
-                   if not rel.endswith(without)]
+    items = [("", info)] if info.type == pafs.FileType.File else sorted(list_files(location).items())
+    entries = [(rel, i.size, str(i.mtime) if times else None, _etag(fs, i.path)) for rel, i in items
+               if not rel.endswith(without)]
     return _digest(json.dumps([location, entries, list(without)]))
 
 
@@ -214,7 +214,9 @@ def fetch(location: str | Path, *, without: tuple[str, ...] = ()) -> Path:
     if info.type == pafs.FileType.NotFound:
         raise CommandError(f"{location}: not found")
     name = path.rstrip("/").rsplit("/", 1)[-1] or "root"
-    home = cache_root() / "objects" / _digest(str(location))
+    # CACHE/objects/SCHEME/BUCKET/KEY/@FILTER/VERSION/NAME: any node can tell the object (remote_of)
+    scheme, _, rest = str(location).rstrip("/").partition("://")
+    home = cache_root() / "objects" / scheme / rest / f"@{_digest(json.dumps(list(without)), 8)}"
     target = home / version_key(str(location), without) / name
     if target.exists():
         return target
@@ -256,14 +258,21 @@ def work_dir(location: str) -> Path:
 
 
 def remote_of(path: str | Path) -> str | None:
-    """The URI that `path` mirrors when it lies in this node's work mirrors, else None."""
-    try:
-        rel = Path(os.path.abspath(path)).relative_to(cache_root().absolute() / "work")
-    except ValueError:
-        return None
-    if len(rel.parts) < 2:
-        return None
-    return f"{rel.parts[0]}://{'/'.join(rel.parts[1:])}"
+    """The URI of the object that `path` copies when it lies in the cache (a work mirror,
+    or a fetched copy: `CACHE/objects/SCHEME/KEY/@FILTER/VERSION/NAME/...`), else None."""
+    root, path = cache_root().resolve(), Path(path).resolve()
+    for kind in ("work", "objects"):
+        try:
+            parts = path.relative_to(root / kind).parts
+        except ValueError:
+            continue
+        if kind == "objects":
+            at = next((k for k, part in enumerate(parts) if part.startswith("@")), None)
+            if at is None or len(parts) < at + 3:
+                return None
+            parts = parts[:at] + parts[at + 3:]  # without @FILTER, VERSION and NAME (the key's last part)
+        return f"{parts[0]}://{'/'.join(parts[1:])}" if len(parts) >= 2 else None
+    return None
 
 
 def readable(path: str | Path) -> str:
@@ -272,18 +281,24 @@ def readable(path: str | Path) -> str:
     return remote_of(path) or str(path)
 
 
-def pull(location: str, local: str | Path, *, delete: bool = True) -> int:
+def _under(rel: str, dirs: tuple[str, ...]) -> bool:
+    """Whether the relative path `rel` lies in a folder named one of `dirs` (at any depth)."""
+    return any(part in dirs for part in rel.split("/")[:-1])
+
+
+def pull(location: str, local: str | Path, *, delete: bool = True, skip: tuple[str, ...] = ()) -> int:
     """Make the local directory `local` hold what the remote directory `location` holds:
     a file is downloaded unless the local copy has the object's size and modification time
     (each copy this module makes, downloaded or uploaded, takes the object's time); with
-    `delete`, local files the remote lacks are removed. Returns the number downloaded."""
+    `delete`, local files the remote lacks are removed; folders named in `skip` (Ray Train's
+    `ray/`, which Ray reads from the store itself) are left alone. Returns the number downloaded."""
     local = Path(local)
-    remote = list_files(location)
+    remote = {rel: info for rel, info in list_files(location).items() if not _under(rel, skip)}
     fs, _ = resolve(location)
     local.mkdir(parents=True, exist_ok=True)
     for path in sorted(local.rglob("*"), reverse=True) if delete else ():
         rel = path.relative_to(local).as_posix()
-        if path.is_file() and rel not in remote:
+        if path.is_file() and rel not in remote and not _under(rel, skip):
             path.unlink()
     fetched = 0
     for rel, info in remote.items():
@@ -319,9 +334,9 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
 
     The remote `marker` (if any) is removed first, so the directory stops counting as
     complete; then every other file is uploaded, objects the new version lacks are
-    deleted (unless not `prune`: several writers adding to one directory; never those under
-    the prefixes `keep`, which others write there), and the marker is written last. Returns
-    the number of files uploaded."""
+    deleted (unless not `prune`: several writers adding to one directory; never those in
+    folders named in `keep`, such as Ray Train's `ray/`, which others write there), and the
+    marker is written last. Returns the number of files uploaded."""
     local = Path(local)
     fs, base = resolve(location)
     files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
@@ -329,7 +344,7 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
     if marker is not None and is_file(join(location, marker)):
         _remove(fs, f"{base}/{marker}")
     ordered = [f for f in files if f != marker] + ([marker] if marker in files else [])
-    stale = {f for f in set(list_files(location)) - set(files) if not f.startswith(keep)} if prune else set()
+    stale = {f for f in set(list_files(location)) - set(files) if not _under(f, keep)} if prune else set()
     for rel in ordered:
         if rel == marker:
             for old in sorted(stale):
@@ -364,10 +379,15 @@ def share(path: str | Path) -> None:
         return
     fs, base = resolve(remote)
     have = list_files(remote)
+    sent = []
     for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
-        if rel not in have or have[rel].size != file.stat().st_size:
+        if rel not in have or not _same(file, have[rel]):  # a rebuilt file of the same size too
             _put(file, fs, f"{base}/{rel}")
+            sent.append(rel)
+    now = list_files(remote) if sent else {}
+    for rel in sent:
+        _stamp(Path(path) / rel, now[rel])
 
 
 def _put(source: Path, fs: pafs.FileSystem, path: str) -> None:

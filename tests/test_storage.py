@@ -197,3 +197,20 @@ def test_pull_replaces_a_local_copy_of_the_same_size_but_another_version(tmp_pat
     storage.publish(other, uri)
     assert storage.pull(uri, mirror) == 1
     assert (mirror / "manifest.json").read_text() == '{"created": 2222}'
+
+
+def test_a_fetched_copy_names_its_object_so_another_node_can_fetch_it(tmp_path, s3_bucket, monkeypatch):
+    """An input URI fetched by the driver is handed to workers as a cache path; a node
+    without that copy maps it back to the object (file or directory) and fetches its own."""
+    monkeypatch.setenv("IRGPT_CACHE_DIR", str(tmp_path / "driver"))
+    storage.publish(_dataset(tmp_path / "src", rows=2), f"{s3_bucket}/in/ds", marker="manifest.json")
+    copy = storage.fetch(f"{s3_bucket}/in/ds")
+    assert storage.remote_of(copy) == f"{s3_bucket}/in/ds"
+    assert storage.remote_of(copy / "part-00001.parquet") == f"{s3_bucket}/in/ds/part-00001.parquet"
+    monkeypatch.setenv("IRGPT_CACHE_DIR", str(tmp_path / "worker"))  # another node: another disk
+    (tmp_path / "worker").mkdir()
+    moved = tmp_path / "worker" / copy.relative_to(tmp_path / "driver")  # the same path on that node
+    assert not moved.exists()
+    got = storage.fetch(moved / "part-00001.parquet")
+    assert got.is_file() and got.read_bytes() == (copy / "part-00001.parquet").read_bytes()
+    assert storage.fetch(moved).is_dir()

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or cfg.data.dir
     if not out:
         raise CommandError("data synth: give --out DIR (or set data.dir in the config)")
+    if "://" in str(out):
+        raise CommandError(f"data.dir={out}: to write the dataset to object storage, pass it as --out {out}")
     manifest = synthesize(synth, out, progress=not args.quiet, overwrite=args.overwrite)
     comp = manifest["composition"]
     print(f"wrote {manifest['num_rows']} rows from {manifest['num_scenes']} scenes to {out} "

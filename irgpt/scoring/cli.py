@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from irgpt import storage
 from irgpt.cli_util import add_config_arguments, add_module_command
 
 
@@ -65,6 +66,8 @@ def _run_ir_text(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.force and out.exists():
         shutil.rmtree(out)  # the warm-up in OUT/warmup too
+    if args.force and storage.remote_of(out):  # --out in object storage: what the store holds too
+        storage.delete(storage.remote_of(out))
     warmup = args.warmup or ensure_clip_warmup(cfg, data, out / "warmup")
     manifest = score_ir_text(cfg, data, out, warmup=warmup)
     print(json.dumps({"out": args.out, "rows": manifest["num_rows"], "rejected": manifest["rejected"],

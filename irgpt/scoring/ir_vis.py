@@ -146,7 +146,7 @@ def _bandwidth(feature_dirs: list[Path], l1) -> tuple[float, int]:
 
 
 def _rff_part_sums(path: str, dim: int, D: int, s: float, seed: int, vis_only: bool):
-    t = pq.read_table(path, columns=["band", "feature"])
+    t = pq.read_table(storage.fetch(path), columns=["band", "feature"])  # a task on any node
     rff = mmd.RFF(dim, D, s, seed)
     phi = rff.features(_as_matrix(t.column("feature")))
     band = np.asarray(t.column("band").to_pylist(), dtype=object)
@@ -155,7 +155,7 @@ def _rff_part_sums(path: str, dim: int, D: int, s: float, seed: int, vis_only: b
 
 
 def _rff_part_distances(path: str, dim: int, D: int, s: float, seed: int, c_ir, c_vis):
-    t = pq.read_table(path)
+    t = pq.read_table(storage.fetch(path))  # a task on any node
     t = t.filter(pc.is_in(t.column("band"), pa.array(INFRARED_BANDS)))
     phi = mmd.RFF(dim, D, s, seed).features(_as_matrix(t.column("feature")))
     return t.drop(["feature"]), mmd.rff_distances(phi, c_ir, c_vis)
@@ -227,13 +227,15 @@ def score_ir_vis(
     del model
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
+    if force and storage.remote_of(out_dir):  # and the store's parts of a mirrored output
+        storage.delete(storage.remote_of(out_dir))
 
     own_bands = list(INFRARED_BANDS) + ([] if visible_data else list(VISIBLE_BANDS))
     feature_dirs, vis_dirs = [out_dir / FEATURES], []
     _features_pass(cfg, data_dir, out_dir / FEATURES, extractor, own_bands, weights, False)
     if visible_data:
         vis_dirs = [out_dir / VIS_FEATURES]
-        _features_pass(cfg, Path(visible_data), vis_dirs[0], extractor, list(VISIBLE_BANDS), weights, False)
+        _features_pass(cfg, storage.fetch(visible_data), vis_dirs[0], extractor, list(VISIBLE_BANDS), weights, False)
 
     counts = pc.value_counts(_read_features(feature_dirs, ["band"]).column("band")).to_pylist()
     by_band = {c["values"]: c["counts"] for c in counts}

@@ -80,7 +80,7 @@ def plan_rows(data_dir: str | Path) -> list[dict]:
         t = pq.read_table(path, columns=READ_COLUMNS).to_pydict()
         rows = [i for i, (b, k, s) in enumerate(zip(t["band"], t["task"], t["split"])) if s == "train" and is_ir_caption(b, k)]
         if rows:
-            plan.append({"file": str(path.resolve()), "rows": rows})
+            plan.append({"file": storage.readable(path.resolve()), "rows": rows})  # the same on any machine
     return plan
 
 

@@ -147,8 +147,9 @@ def stage_inputs(data_dir: Path, tiers_dir: Path | None, init_model: Path) -> st
     hashes and the starting model's files (names, sizes, modification times)."""
     from irgpt.data.io import manifest_hash
 
-    if storage.is_uri(str(init_model)):  # fetched by each node's workers: its objects' ETags
-        init = storage.version_key(str(init_model))
+    remote = str(init_model) if storage.is_uri(str(init_model)) else storage.remote_of(init_model)
+    if remote:  # in object storage (shared before the workers start): its objects' ETags, on any machine
+        init = storage.version_key(remote, times=False)
     else:
         init = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(init_model).iterdir())
                 if p.is_file()]
@@ -160,7 +161,7 @@ def ray_run_name(cfg: Config, run_dir: Path, stage: int, inputs: str = "") -> st
     path), the stage, a hash of its inputs (`stage_inputs`) and `training_hash`, so runs
     sharing a `train.storage_path` never see each other's checkpoints, and a rerun on
     other data or another starting model never restores the earlier run's."""
-    where = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:6]
+    where = hashlib.sha256(storage.readable(run_dir.resolve()).encode()).hexdigest()[:6]  # the same on any machine
     reads = hashlib.sha256(inputs.encode()).hexdigest()[:6]
     return f"{run_dir.name}-{where}-stage{stage}-{reads}-{training_hash(cfg)}"
 
@@ -221,6 +222,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
     out_dir = run_dir / f"stage{stage}"
     where = cfg.train.storage_path or str(run_dir / "ray")  # Ray Train's storage_path
     where = where if storage.is_uri(where) else storage.readable(Path(where).resolve())
+    storage.share(init_model)  # workers on nodes without this work mirror read it from the store
     inputs = stage_inputs(data_dir, tiers_dir if stage == 1 else None, init_model)
     run_name = ray_run_name(cfg, run_dir, stage, inputs)
     log0(f"[train] stage {stage}: {world} workers x micro {arith.micro_batch_size} x accumulation "
@@ -241,7 +243,6 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
         "fail_marker": str(out_dir / "fail_marker") if fail_at_step else None,
     }
     resources = {"CPU": 1, "GPU": cfg.train.gpus_per_worker} if cfg.train.use_gpu else {"CPU": 1}
-    storage.share(init_model)  # workers on nodes without this work mirror read it from the store
     t0 = time.perf_counter()
     result = fit({"job": "irgpt.train.vlm_job:VlmJob", **loop_config}, name=run_name, storage=where,
                  num_workers=world, use_gpu=cfg.train.use_gpu, resources_per_worker=resources,

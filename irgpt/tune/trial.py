@@ -150,7 +150,7 @@ def _evaluate(cfg: Config, model: Path, data_dir: Path, out_dir: Path, val_loss:
     if benchmark:
         from irgpt.eval.run import run_benchmark
 
-        bench = data_dir if split == "val" else Path(cfg.eval.bench_dir or data_dir).resolve()
+        bench = data_dir if split == "val" else cfg.input_data(cfg.eval.bench_dir or data_dir, "eval.bench_dir").resolve()
         report = run_benchmark(cfg, model, bench, out_dir, split=split, limit=limit)
     psum, nsum, nsum_median = report.get("psum"), report.get("nsum"), report.get("nsum_median")
     tasks = {t: {"score": r["score"], "n": r["n"], "parse_rate": r["parse_rate"]}

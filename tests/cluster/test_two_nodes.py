@@ -9,8 +9,14 @@ with `ray job submit`; the score manifests (`ray_nodes`) and the training
 summary must name both nodes. The same config then runs on one local node
 with 2 CPUs: score tables and tier assignments byte-identical, final stage-1
 loss within 1e-6. The dataset and the run root are in object storage (the
-local S3 server of `tests/s3server.py`) and each node has its own cache
-directory, as pods do; `ray stop --force` afterwards, whatever happened.
+local S3 server of `tests/s3server.py`). Both nodes use the same
+`IRGPT_CACHE_DIR` path, as pods do, and the second node runs in a mount
+namespace of its own with an empty tmpfs over that path (`unshare -m`), so it
+cannot see the driver's work mirror or cached copies on the head: whatever it
+reads it must fetch from the bucket, whatever it writes must reach the bucket,
+as on pods with separate disks. (Where `unshare` is not permitted the second
+node shares the head's disk and the test says so.) `ray stop --force`
+afterwards, whatever happened.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from test_job_submit import RAY, REPO, free_port, ray_env, submit
 from irgpt import storage
 
 SETS = ["train.num_workers=2", "scoring.lesson1.pool.concurrency=2", "scoring.lesson2.pool.concurrency=2",
-        "scoring.lesson1.pool.part_rows=64", "scoring.lesson2.pool.part_rows=64",
+        "scoring.lesson1.pool.part_rows=64", "scoring.lesson2.pool.part_rows=64", "scoring.lesson1.estimator=rff",
         "run.stages=[synth,fe_train,score_l1,clip_warmup,score_l2,tier,train_stage1]"]
 
 
@@ -40,6 +46,14 @@ def _files(location: str) -> dict[str, bytes]:
             if rel.rsplit("/", 1)[-1].startswith("part-") and not rel.startswith("_")}  # not _features, _before
 
 
+def _can_unshare(path) -> bool:
+    """Whether this machine lets a process mount a tmpfs over `path` in its own mount namespace."""
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            f"mount -t tmpfs probe {path} && test -z \"$(ls -A {path})\""],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
 def _nodes(env, address: str) -> set[str]:
     code = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
             "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
@@ -49,9 +63,10 @@ def _nodes(env, address: str) -> set[str]:
 
 @pytest.mark.cluster
 def test_two_nodes_give_the_one_node_results(tmp_path, s3_bucket):
-    env = ray_env()
-    # Each node its own cache (fetched objects, the driver's work mirror), as pods have.
-    head_env, node_env = ({**env, "IRGPT_CACHE_DIR": str(tmp_path / name)} for name in ("cache-head", "cache-node"))
+    cache = tmp_path / "cache"  # the same path on both nodes; on the second, an empty tmpfs
+    cache.mkdir()
+    env = {**ray_env(), "IRGPT_CACHE_DIR": str(cache)}
+    isolated = _can_unshare(cache)
     gcs, dash = free_port(), free_port()
     # Short temp dirs: Ray's socket paths must stay under 107 characters.
     head_tmp, node_tmp = tempfile.mkdtemp(prefix="irgpt-h"), tempfile.mkdtemp(prefix="irgpt-n")
@@ -60,9 +75,12 @@ def test_two_nodes_give_the_one_node_results(tmp_path, s3_bucket):
             "--include-dashboard", "true", "--disable-usage-stats"]
     second = [RAY, "start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", "--resources",
               '{"irgpt_second": 1}', "--temp-dir", node_tmp, "--disable-usage-stats"]
+    if isolated:  # its own view of the cache path: an empty tmpfs, for the raylet and every worker it starts
+        second = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                  'mount -t tmpfs irgpt-node "$IRGPT_CACHE_DIR" && exec "$@"', "sh", *second]
     try:
-        subprocess.run(head, check=True, env=head_env, cwd=REPO, capture_output=True, text=True, timeout=180)
-        subprocess.run(second, check=True, env=node_env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        subprocess.run(head, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        subprocess.run(second, check=True, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
         nodes = _nodes(env, f"127.0.0.1:{gcs}")
         assert len(nodes) == 2
         job = submit(env, dash, ["python", "jobs/pipeline.py", "--config", "configs/smoke.yaml",
@@ -72,7 +90,7 @@ def test_two_nodes_give_the_one_node_results(tmp_path, s3_bucket):
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
     two = f"{s3_bucket}/two-node/runs/two"
-    assert not (tmp_path / "cache-node" / "work").exists()  # the driver (head) alone keeps a work mirror
+    print(f"second node {'in its own mount namespace (separate cache disk)' if isolated else 'sharing the disk'}")
     for scores in ("scores_l1", "scores_l2"):
         used = storage.read_json(f"{two}/{scores}/manifest.json")["ray_nodes"]
         assert set(used) == nodes, (scores, used)  # both nodes scored parts
