@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def command() -> int:
         try:
+            _refuse_other_uris(args)  # before anything is fetched
             outputs = _localize(args)
-            _refuse_other_uris(args)
             code = int(args.func(args) or 0)
             if code == 0:
                 _publish(outputs)

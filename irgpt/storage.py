@@ -20,9 +20,13 @@ next run overwrites what it finds.
 
 Reading a remote directory goes through a node-local cache (`IRGPT_CACHE_DIR`,
 default `~/.cache/irgpt`): `fetch` lists the objects, keys the copy by the URI and
-every object's name, size and ETag, and downloads only when no copy with that
-key exists on this node; concurrent fetches download into their own temp
-directory and the first rename wins.
+every object's name, size, time and ETag, and downloads only when no copy with
+that key exists on this node; concurrent fetches download into their own temp
+directory and the first rename wins. Every path in the cache names its object
+(`remote_of`), so a Ray worker on a node without the driver's copy (or the
+driver's work mirror of a run, `work_dir`) fetches its own: the same
+`IRGPT_CACHE_DIR` path on every node is all it takes. docs/storage.md has the
+whole design.
 """
 
 from __future__ import annotations

@@ -214,3 +214,14 @@ def test_a_fetched_copy_names_its_object_so_another_node_can_fetch_it(tmp_path, 
     got = storage.fetch(moved / "part-00001.parquet")
     assert got.is_file() and got.read_bytes() == (copy / "part-00001.parquet").read_bytes()
     assert storage.fetch(moved).is_dir()
+
+
+def test_arguments_that_take_no_uri_refuse_one_by_name(capsys):
+    from irgpt.cli import main
+
+    assert main(["report", "s3://bucket/runs/demo"]) == 2
+    err = capsys.readouterr().err
+    assert "irgpt report: error: run-dir s3://bucket/runs/demo: object storage is not supported for this argument" in err
+    assert main(["data", "synth", "--set", "data.dir=s3://bucket/d", "--num-samples", "2"]) == 2
+    assert "data.dir=s3://bucket/d: to write the dataset to object storage, pass it as --out s3://bucket/d" in (
+        capsys.readouterr().err)
