@@ -50,9 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 INPUT_FLAGS = ("config", "data", "scores", "tiers", "model", "bench", "extractor", "visible_data", "warmup",
                "init_checkpoint", "annotations", "image_root")
 OUTPUT_FLAGS = ("out", "resume")
-MARKERS = ("manifest.json", "run.json", "summary.json", "fe_train.json", "clip_warmup.json", "metrics.json")
-"""The file an output directory is published with last (the first one it holds): a dataset's
-manifest, or the report a command writes when it is done."""
 
 
 def _localize(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -109,13 +106,8 @@ def _publish(outputs: list[tuple[str, str]]) -> None:
     from irgpt import storage
 
     for local, uri in outputs:
-        path = Path(local)
-        if path.is_file():
-            storage.write_bytes(uri, path.read_bytes())
-        elif path.is_dir():
-            marker = next((m for m in MARKERS if (path / m).is_file()), None)
-            n = storage.publish(path, uri, marker=marker, keep=("ray",))
-            print(f"irgpt: {n} file(s) written to {uri}", file=sys.stderr)
+        if Path(local).exists():
+            print(f"irgpt: {storage.upload(local, uri)} file(s) written to {uri}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,11 +169,8 @@ class Pipeline:
         """Upload a finished stage's outputs (a dataset's manifest last); run.json follows."""
         for output in outputs:
             loc, local = self.location(output), self.path(output)
-            if loc and local.is_file():
-                storage.write_bytes(loc, local.read_bytes())
-            elif loc and local.exists():
-                marker = "manifest.json" if (local / "manifest.json").is_file() else None
-                n = storage.publish(local, loc, marker=marker, keep=("ray",))  # Ray Train's own uploads
+            if loc and local.exists():
+                n = storage.upload(local, loc)
                 log0(f"[pipeline] {output}: {n} file(s) written to {loc}")
 
     def key(self, stage: Stage) -> str:

@@ -54,11 +54,14 @@ def is_uri(location) -> bool:
     return isinstance(location, str) and bool(URI.match(location)) and not location.startswith("file://")
 
 
+def _local_path(location: str | Path) -> Path:
+    return Path(str(location).removeprefix("file://"))
+
+
 def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem holding `location` and the path inside it."""
     if not is_uri(location):
-        path = str(location)[len("file://"):] if str(location).startswith("file://") else str(location)
-        return pafs.LocalFileSystem(), os.path.abspath(path)
+        return pafs.LocalFileSystem(), os.path.abspath(_local_path(location))
     try:
         fs, path = pafs.FileSystem.from_uri(str(location))
     except (OSError, ValueError) as exc:
@@ -210,7 +213,7 @@ def fetch(location: str | Path, *, without: tuple[str, ...] = ()) -> Path:
     from a worker on another node) is read from the store it mirrors. `without`: file name
     endings left out of a directory (a dry run's config-only look at a model)."""
     if not is_uri(location):
-        path = Path(str(location)[len("file://"):] if str(location).startswith("file://") else location)
+        path = _local_path(location)
         remote = None if path.exists() else remote_of(path)
         return fetch(remote, without=without) if remote and exists(remote) else path
     fs, path = resolve(location)
@@ -280,9 +283,9 @@ def remote_of(path: str | Path) -> str | None:
 
 
 def readable(path: str | Path) -> str:
-    """What to give Ray Data (whose tasks run on any node) to read `path`: the store's URI
-    when `path` is in a work mirror, else the path itself."""
-    return remote_of(path) or str(path)
+    """What to give code that may run on any node (Ray Data tasks, Ray Train's storage) for
+    `path`: a URI as it is; the store's URI when `path` is a cache copy; else the path."""
+    return str(path) if is_uri(str(path)) else remote_of(path) or str(path)
 
 
 def _under(rel: str, dirs: tuple[str, ...]) -> bool:
@@ -337,18 +340,21 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
     """Upload the local directory `local` to the remote directory `location`, marker last.
 
     The remote `marker` (if any) is removed first, so the directory stops counting as
-    complete; then every other file is uploaded, objects the new version lacks are
-    deleted (unless not `prune`: several writers adding to one directory; never those in
-    folders named in `keep`, such as Ray Train's `ray/`, which others write there), and the
-    marker is written last. Returns the number of files uploaded."""
+    complete; then every other file is uploaded, unless the object already is a copy of it
+    (same size and time: see `pull`), objects the new version lacks are deleted (unless not
+    `prune`: several writers adding to one directory; never those in folders named in
+    `keep`, such as Ray Train's `ray/`, which others write there), and the marker is
+    written last. Returns the number of files uploaded."""
     local = Path(local)
     fs, base = resolve(location)
     files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
                    if p.is_file() and ".tmp-" not in p.name and ".pull-" not in p.name)
-    if marker is not None and is_file(join(location, marker)):
+    before = list_files(location)
+    if marker is not None and marker in before:
         _remove(fs, f"{base}/{marker}")
-    ordered = [f for f in files if f != marker] + ([marker] if marker in files else [])
-    stale = {f for f in set(list_files(location)) - set(files) if not _under(f, keep)} if prune else set()
+    ordered = [f for f in files if f != marker and not (f in before and _same(local / f, before[f]))]
+    ordered += [marker] if marker in files else []
+    stale = {f for f in set(before) - set(files) if not _under(f, keep)} if prune else set()
     for rel in ordered:
         if rel == marker:
             for old in sorted(stale):
@@ -357,12 +363,29 @@ def publish(local: str | Path, location: str, *, marker: str | None = None, prun
     if marker not in files:
         for old in sorted(stale):
             _remove(fs, f"{base}/{old}")
-    if is_uri(location):  # the local copies take the objects' times: a later pull skips them
-        remote = list_files(location)
+    if is_uri(location):  # the local copies take the objects' times: a later pull or publish skips them
+        after = list_files(location)
         for rel in ordered:
-            if rel in remote and (local / rel).stat().st_size == remote[rel].size:
-                _stamp(local / rel, remote[rel])
+            if rel in after and (local / rel).stat().st_size == after[rel].size:
+                _stamp(local / rel, after[rel])
     return len(ordered)
+
+
+MARKERS = ("manifest.json", "run.json", "summary.json", "fe_train.json", "clip_warmup.json", "metrics.json")
+"""The file a directory is published with last (the first one it holds): a dataset's manifest,
+or the report a command or stage writes when it is done."""
+
+
+def upload(local: str | Path, location: str) -> int:
+    """Publish the file or directory `local` at `location`: a file as one object; a directory
+    with its marker (`MARKERS`) last, Ray Train's `ray/` folders in the store left alone.
+    Returns the number of files uploaded."""
+    local = Path(local)
+    if local.is_file():
+        write_bytes(location, local.read_bytes())
+        return 1
+    marker = next((m for m in MARKERS if (local / m).is_file()), None)
+    return publish(local, location, marker=marker, keep=("ray",))
 
 
 def node_output(directory: str | Path) -> tuple[Path, str | None]:
@@ -377,21 +400,19 @@ def node_output(directory: str | Path) -> tuple[Path, str | None]:
 
 def share(path: str | Path) -> None:
     """Make a directory of a work mirror readable from every node before workers start:
-    upload the files its store lacks or holds at another size (nothing for other paths)."""
+    upload what its store lacks or holds in another version (nothing for other paths)."""
     remote = remote_of(path)
-    if remote is None or not Path(path).is_dir():
-        return
-    fs, base = resolve(remote)
-    have = list_files(remote)
-    sent = []
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        rel = file.relative_to(path).as_posix()
-        if rel not in have or not _same(file, have[rel]):  # a rebuilt file of the same size too
-            _put(file, fs, f"{base}/{rel}")
-            sent.append(rel)
-    now = list_files(remote) if sent else {}
-    for rel in sent:
-        _stamp(Path(path) / rel, now[rel])
+    if remote is not None and Path(path).is_dir():
+        publish(path, remote, prune=False)
+
+
+def clear(path: str | Path) -> None:
+    """Remove the local directory `path` and, when it is a work mirror, the store's copy
+    (`--force`: nothing committed earlier may be taken for done)."""
+    if Path(path).exists():
+        shutil.rmtree(path)
+    if remote_of(path):
+        delete(remote_of(path))
 
 
 def _put(source: Path, fs: pafs.FileSystem, path: str) -> None:

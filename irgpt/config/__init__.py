@@ -86,9 +86,7 @@ class Config:
         fetched into this node's cache (`irgpt.storage.fetch`) and that copy returned."""
         from irgpt import storage
 
-        if storage.is_uri(self.data.dir):
-            return storage.fetch(self.data.dir)
-        return Path(self.data.dir) if self.data.dir else self.run_dir / "data"
+        return storage.fetch(self.data.dir) if self.data.dir else self.run_dir / "data"
 
     @property
     def data_location(self) -> str:
@@ -106,7 +104,7 @@ class Config:
         from irgpt import storage
         from irgpt.errors import CommandError
 
-        path = storage.fetch(given) if given and storage.is_uri(str(given)) else Path(given) if given else self.data_dir
+        path = storage.fetch(given) if given else self.data_dir
         if (path / "manifest.json").is_file():
             return path
         source = (f"{flag} {given}" if given else f"data.dir={self.data.dir}" if self.data.dir else

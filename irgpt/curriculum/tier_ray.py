@@ -212,7 +212,7 @@ def run_ray(
             attached = samples.map_batches(_attach, fn_kwargs={"token": token, "refs": refs}, batch_format="pyarrow")
             cpus = int(ray.cluster_resources().get("CPU", 1))
             if storage.remote_of(out):  # a staging prefix left by a killed run (same pid) must not mix in
-                storage.delete(storage.remote_of(out))
+                storage.delete(storage.remote_of(out))  # (the local staging directory is new and empty)
             written = attached.groupby("_piece", num_partitions=max(1, min(len(nonempty), 2 * cpus, 200))).map_groups(
                 _write_group, fn_kwargs={"pieces": {p.index: p for p in nonempty}, "out": storage.readable(out),
                                          "schema": schema}, batch_format="pyarrow"

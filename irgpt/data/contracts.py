@@ -89,15 +89,12 @@ def read(contract: type[Contract], directory: str | Path) -> Contract:
     """The contract file of `directory` (a directory in object storage too), checked."""
     from irgpt import storage
 
-    remote = storage.is_uri(str(directory))
-    path = storage.join(str(directory), contract.FILE) if remote else Path(directory) / contract.FILE
-    try:
-        if remote and not storage.is_file(path):
-            raise FileNotFoundError(path)
-        text = storage.read_bytes(path).decode("utf-8") if remote else path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    path = storage.join(str(directory), contract.FILE)
+    if not storage.is_file(path):
         what = contract.KIND or contract.__name__
-        raise CommandError(f"{directory}: not a {what} directory (no {contract.FILE})") from None
+        raise CommandError(f"{directory}: not a {what} directory (no {contract.FILE})")
+    try:
+        text = storage.read_bytes(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"{path}: cannot read: {exc}") from None
     try:

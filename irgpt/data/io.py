@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from irgpt import __version__
+from irgpt import __version__, storage
 from irgpt.data.schema import REJECTS_SCHEMA, SCHEMA_VERSION
 from irgpt.errors import CommandError
 
@@ -47,14 +47,8 @@ PANDAS_IGNORE = [MANIFEST, "_", "."]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Temp name, fsync, rename (`storage.write_bytes`; an object-storage URI: one upload)."""
+    storage.write_bytes(path, data)
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -62,12 +56,8 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def write_table(path: str | Path, table: pa.Table) -> None:
-    """Write one Parquet file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    """Write one Parquet file atomically (`storage.write_parquet`)."""
+    storage.write_parquet(path, table)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -191,8 +181,6 @@ def shard_name(index: int) -> str:
 def shard_paths(directory: str | Path) -> list[Path]:
     """The shards of a dataset directory (on a node without the driver's work mirror of an
     object-storage dataset, those of this node's fetched copy: `storage.fetch`)."""
-    from irgpt import storage
-
     return sorted(storage.fetch(directory).glob("part-*.parquet"))
 
 
@@ -280,8 +268,6 @@ def write_manifest(directory: str | Path, manifest: dict) -> None:
 def read_part(spec: dict, columns: list[str] | None = None) -> pa.Table:
     """Rows [start, stop) of one shard, reading only the row groups needed (a shard of the
     driver's work mirror that this node lacks is read from the store: `storage.fetch`)."""
-    from irgpt import storage
-
     pf = pq.ParquetFile(storage.fetch(spec["file"]))
     start, stop = spec["start"], spec["stop"]
     groups, offset, first = [], 0, None

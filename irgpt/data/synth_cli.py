@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from irgpt import storage
 from irgpt.cli_util import add_config_arguments
 
 # flag dest -> SynthConfig field
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or cfg.data.dir
     if not out:
         raise CommandError("data synth: give --out DIR (or set data.dir in the config)")
-    if "://" in str(out):
+    if storage.is_uri(out):
         raise CommandError(f"data.dir={out}: to write the dataset to object storage, pass it as --out {out}")
     manifest = synthesize(synth, out, progress=not args.quiet, overwrite=args.overwrite)
     comp = manifest["composition"]

@@ -54,7 +54,6 @@ def _run_ir_vis(args: argparse.Namespace) -> int:
 def _run_ir_text(args: argparse.Namespace) -> int:
     """Lesson 2 end to end: the CLIP warm-up into OUT/warmup (reused when it matches the
     settings and the data, or `--warmup`), then the before / after passes."""
-    import shutil
     from pathlib import Path
 
     from irgpt.config import load_config
@@ -64,10 +63,8 @@ def _run_ir_text(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     data = cfg.input_data(args.data)  # before --force deletes anything
     out = Path(args.out)
-    if args.force and out.exists():
-        shutil.rmtree(out)  # the warm-up in OUT/warmup too
-    if args.force and storage.remote_of(out):  # --out in object storage: what the store holds too
-        storage.delete(storage.remote_of(out))
+    if args.force:
+        storage.clear(out)  # the warm-up in OUT/warmup too (and the store's copy of a mirrored OUT)
     warmup = args.warmup or ensure_clip_warmup(cfg, data, out / "warmup")
     manifest = score_ir_text(cfg, data, out, warmup=warmup)
     print(json.dumps({"out": args.out, "rows": manifest["num_rows"], "rejected": manifest["rejected"],

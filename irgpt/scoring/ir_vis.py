@@ -20,7 +20,6 @@ global rank; features and images never are, except for `exact`.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -225,10 +224,8 @@ def score_ir_vis(
     weights, kind = weights_hash(model), extractor_kind(model)
     dim = int(model.config.hidden_size)
     del model
-    if force and out_dir.exists():
-        shutil.rmtree(out_dir)
-    if force and storage.remote_of(out_dir):  # and the store's parts of a mirrored output
-        storage.delete(storage.remote_of(out_dir))
+    if force:
+        storage.clear(out_dir)
 
     own_bands = list(INFRARED_BANDS) + ([] if visible_data else list(VISIBLE_BANDS))
     feature_dirs, vis_dirs = [out_dir / FEATURES], []

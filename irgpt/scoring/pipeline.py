@@ -23,7 +23,6 @@ How a pass runs:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -129,10 +128,8 @@ def run_pass(
     # Files by their store URI where they are a work mirror's: the same plan on any machine.
     plan = {"name": name, "key": key,
             "parts": [{"file": storage.readable(p["file"]), "start": p["start"], "stop": p["stop"]} for p in parts]}
-    if force and out_dir.exists():
-        shutil.rmtree(out_dir)
-    if force and store:
-        storage.delete(store)
+    if force:
+        storage.clear(out_dir)
     previous = (json.loads(state_path.read_text()) if state_path.is_file() else
                 storage.read_json(storage.join(store, STATE_DIR, "plan.json"))
                 if store and storage.is_file(storage.join(store, STATE_DIR, "plan.json")) else None)

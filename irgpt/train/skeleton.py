@@ -202,12 +202,6 @@ def latest_checkpoint(run_dir: str | Path) -> Path | str | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def _storage_location(storage_path: str | Path) -> str:
-    from irgpt import storage
-
-    return storage_path if storage.is_uri(str(storage_path)) else storage.readable(storage_path)
-
-
 def fit(config: dict, *, name: str, storage: str | Path, num_workers: int, use_gpu: bool = False,
         resources_per_worker: dict | None = None, num_to_keep: int = 2, max_failures: int = 0,
         callbacks: list | None = None):
@@ -222,6 +216,8 @@ def fit(config: dict, *, name: str, storage: str | Path, num_workers: int, use_g
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from irgpt.storage import readable
+
     trainer = TorchTrainer(
         run_worker,
         train_loop_config={**config, "run_name": name},
@@ -229,7 +225,7 @@ def fit(config: dict, *, name: str, storage: str | Path, num_workers: int, use_g
                                      resources_per_worker=resources_per_worker),
         run_config=RunConfig(
             name=name,
-            storage_path=_storage_location(storage),
+            storage_path=readable(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=callbacks or None,

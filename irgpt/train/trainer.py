@@ -221,7 +221,7 @@ def run_stage(cfg: Config, stage: int, data_dir: Path, tiers_dir: Path | None, r
          + f", {stage_cfg.epochs} epoch(s)")
     out_dir = run_dir / f"stage{stage}"
     where = cfg.train.storage_path or str(run_dir / "ray")  # Ray Train's storage_path
-    where = where if storage.is_uri(where) else storage.readable(Path(where).resolve())
+    where = storage.readable(where if storage.is_uri(where) else Path(where).resolve())
     storage.share(init_model)  # workers on nodes without this work mirror read it from the store
     inputs = stage_inputs(data_dir, tiers_dir if stage == 1 else None, init_model)
     run_name = ray_run_name(cfg, run_dir, stage, inputs)
